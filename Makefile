@@ -1,0 +1,51 @@
+# cdiwatch — two commands for a newcomer: `make demo` and `make test`.
+# Every target sets up what it needs: a virtualenv with the project installed,
+# and (when running as root on Debian/Ubuntu) the system packages the
+# integration tests use: prometheus (+promtool), prometheus-alertmanager, chromium.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+APT_PACKAGES := prometheus prometheus-alertmanager chromium
+
+.PHONY: demo test bench schemas setup system-deps clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+# Installs missing Debian packages when we are root; otherwise says what is missing.
+system-deps:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing (install them, e.g. sudo apt-get install$$missing)"; \
+	  fi; \
+	fi
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) -m pipeline demo
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+schemas: $(STAMP)
+	$(PY) -m pipeline.schemas
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
