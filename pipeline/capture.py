@@ -42,6 +42,7 @@ __all__ = [
     "ErrorHandler",
     "read_capture",
     "count_lines",
+    "capture_line",
     "INCIDENT_SCHEMA",
     "CRIME_SCHEMA",
 ]
@@ -260,3 +261,34 @@ def count_lines(paths: PathLike | Iterable[PathLike]) -> int:
         if last != b"\n":
             total += 1
     return total
+
+
+def _text_field(env: dict[str, Any], name: str, value: bytes | str | None) -> None:
+    if value is None or type(value) is str:
+        env[name] = value
+        return
+    try:
+        env[name] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        env[name] = base64.b64encode(value).decode("ascii")
+        env[name + "_encoding"] = "base64"
+
+
+def capture_line(
+    topic: str, key: bytes | str | None, payload: bytes, ts_ms: int | None = None, fmt: str = "envelope"
+) -> bytes:
+    """One capture line (newline included) that :func:`read_capture` reads back exactly.
+
+    ``fmt="envelope"``: a kcat ``-J`` envelope ``{"topic","key","payload","ts"}``;
+    bytes that are not UTF-8 cannot be a JSON string, so they are written
+    base64-encoded with ``"payload_encoding":"base64"`` (resp. ``key_encoding``).
+    ``fmt="bare"``: the payload itself, routed later by its ``schema``.
+    """
+    if fmt == "bare":
+        return payload + b"\n"
+    env: dict[str, Any] = {"topic": topic}
+    _text_field(env, "key", key)
+    _text_field(env, "payload", payload)
+    if ts_ms is not None:
+        env["ts"] = ts_ms
+    return orjson.dumps(env, option=orjson.OPT_APPEND_NEWLINE)
