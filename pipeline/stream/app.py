@@ -1,0 +1,220 @@
+"""The faust application: topics, tables, agents, timers and signals.
+
+Data flow (README, "How it works"):
+
+    cc.incidents ─┐                       ┌─> cdiwatch-incident-ops ──> incident_stage ──> cdi.alerts
+                  ├─> ingest (validate) ──┤        ▲   (IncidentLedger per partition,   │
+    rms.crimes  ──┘        │              │        │    table "incidents")              │ seen notices
+                           v              └─> cdiwatch-crime-ops ──> crime_stage ───────┘ (back to crime-ops)
+                    cdi.deadletter                 (CrimeLedger per partition, table "crimes"; links -> incident-ops)
+
+Audit parts and open-incident lists go to the single-partition GlobalTable
+``parts`` so that any worker can answer ``/audit`` for the whole cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import faust
+from faust.types import TP
+
+from ..config import Settings
+from ..metrics import LedgerCollector, Metrics
+from ..summary import AuditParts, build_audit
+from .stages import CrimeStage, IncidentStage, IngestStage
+
+__all__ = ["Monitor", "create_monitor"]
+
+logger = logging.getLogger(__name__)
+
+
+class Monitor:
+    """One worker's faust app plus the stages it drives.
+
+    Responsibilities: declare topics/tables/agents; route faust callbacks to the
+    stages; publish per-partition audit parts; answer cluster-wide queries.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        s = self.settings = settings
+        self.metrics = Metrics()
+        self.started_at = time.time()
+        self.app = app = faust.App(
+            s.app_id,
+            broker=s.broker,
+            store=s.store,
+            datadir=s.data_dir,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            web_host=s.web_host,
+            web_in_thread=False,
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            broker_session_timeout=s.session_timeout,
+            broker_heartbeat_interval=max(0.5, s.session_timeout / 6),
+            broker_rebalance_timeout=max(s.session_timeout * 2, 20.0),
+            consumer_auto_offset_reset="earliest",
+            producer_linger=0.005,
+            stream_buffer_maxsize=max(4096, s.batch_size * 2),
+            table_standby_replicas=0,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.incidents_in = app.topic(s.incidents_topic, key_serializer="raw", value_serializer="raw")
+        self.crimes_in = app.topic(s.crimes_topic, key_serializer="raw", value_serializer="raw")
+        self.incident_ops = app.topic(f"{s.app_id}-incident-ops", partitions=s.partitions, internal=True,
+                                      key_serializer="raw", value_serializer="raw")
+        self.crime_ops = app.topic(f"{s.app_id}-crime-ops", partitions=s.partitions, internal=True,
+                                   key_serializer="raw", value_serializer="raw")
+        self.alerts = app.topic(s.alerts_topic, key_serializer="raw", value_serializer="raw")
+        self.deadletter = app.topic(s.deadletter_topic, key_serializer="raw", value_serializer="raw")
+        json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.incident_table = app.Table("incidents", partitions=s.partitions, schema=json_schema)
+        self.crime_table = app.Table("crimes", partitions=s.partitions, schema=json_schema)
+        self.parts_table = app.GlobalTable("parts", partitions=1, use_partitioner=True,
+                                           recovery_buffer_size=1, schema=json_schema)
+
+        self.ingest = IngestStage(s, self.metrics, self._send_incident_ops, self._send_crime_ops,
+                                  self._send_deadletter)
+        self.incident_stage = IncidentStage(s, self.metrics, self.incident_table, self._send_alert,
+                                            self._send_crime_ops)
+        self.crime_stage = CrimeStage(s, self.metrics, self.crime_table, self._send_incident_ops)
+        self._published: dict[str, object] = {}
+        self._last_open_publish = 0.0
+        self.metrics.registry.register(LedgerCollector(self._owned_state))
+        self._wire()
+
+    # ------------------------------------------------------------------ sends
+    async def _send_incident_ops(self, partition: int, value: bytes) -> None:
+        await self.incident_ops.send(value=value, partition=partition)
+
+    async def _send_crime_ops(self, partition: int, value: bytes) -> None:
+        await self.crime_ops.send(value=value, partition=partition)
+
+    async def _send_alert(self, key: bytes | None, value: bytes) -> None:
+        await self.alerts.send(key=key, value=value)
+
+    async def _send_deadletter(self, key: bytes | None, value: bytes) -> None:
+        await self.deadletter.send(key=key, value=value)
+
+    # ----------------------------------------------------------------- wiring
+    def _wire(self) -> None:
+        app, s = self.app, self.settings
+        ingest = self.ingest
+
+        async def _ingest(stream, topic: str) -> None:
+            async for events in stream.take_events(s.batch_size, within=0.02):
+                await ingest.handle(topic, [(e.message.partition, e.message.offset, e.message.key, e.message.value)
+                                            for e in events])
+
+        @app.agent(self.incidents_in, name="ingest-incidents")
+        async def ingest_incidents(stream):
+            await _ingest(stream, s.incidents_topic)
+
+        @app.agent(self.crimes_in, name="ingest-crimes")
+        async def ingest_crimes(stream):
+            await _ingest(stream, s.crimes_topic)
+
+        @app.agent(self.incident_ops, name="incident-stage")
+        async def incident_stage(stream):
+            async for event in stream.events():
+                await self.incident_stage.handle(event.message.partition, event.message.value)
+
+        @app.agent(self.crime_ops, name="crime-stage")
+        async def crime_stage(stream):
+            async for event in stream.events():
+                await self.crime_stage.handle(event.message.partition, event.message.value)
+
+        @app.timer(s.tick_interval)
+        async def tick() -> None:
+            await ingest.broadcast()
+            self.publish_parts()
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app, revoked: set[TP], **kwargs) -> None:
+            self._drop(revoked)
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(app, assigned: set[TP], **kwargs) -> None:
+            # Eager rebalancing: every owned partition is reloaded from its
+            # recovered table, so a partition that moved away and back is fresh.
+            self._drop(assigned)
+
+        from .web import register_views
+        register_views(self)
+
+    def _drop(self, tps: set[TP]) -> None:
+        for stage, topic in ((self.incident_stage, self.incident_ops), (self.crime_stage, self.crime_ops)):
+            name = topic.get_topic_name()
+            stage.revoke({tp.partition for tp in tps if tp.topic == name})
+
+    # ----------------------------------------------------------- cluster view
+    def publish_parts(self, force_open: bool = False) -> None:
+        """Write changed per-partition audit parts (and open lists) to the GlobalTable."""
+        now = time.monotonic()
+        with_open = force_open or now - self._last_open_publish >= 2.0
+        for prefix, stage in (("i", self.incident_stage), ("c", self.crime_stage)):
+            for p in sorted(stage.dirty & set(stage.ledgers)):
+                key = f"{prefix}{p}"
+                parts = stage.parts(p).to_json()
+                if self._published.get(key) != parts:
+                    self.parts_table[key] = parts
+                    self._published[key] = parts
+                if prefix == "i" and with_open:
+                    open_list = stage.open_incidents(p)
+                    if self._published.get("open" + key) != open_list:
+                        self.parts_table["open" + key] = open_list
+                        self._published["open" + key] = open_list
+                if prefix == "c" or with_open:
+                    stage.dirty.discard(p)
+        if with_open:
+            self._last_open_publish = now
+
+    def cluster_parts(self) -> AuditParts:
+        total = AuditParts()
+        for key, value in list(self.parts_table.items()):
+            if key[:1] in ("i", "c") and key[1:].isdigit() and int(key[1:]) < self.settings.partitions:
+                total.add(AuditParts.from_json(value))
+        return total
+
+    def cluster_audit(self) -> dict:
+        return build_audit(self.cluster_parts(), int(self.settings.allowed_lateness * 1_000_000))
+
+    def cluster_open(self, status: str | None) -> list[dict]:
+        out = []
+        for key, value in list(self.parts_table.items()):
+            if key.startswith("openi"):
+                out.extend(x for x in value if status is None or x["status"] == status)
+        out.sort(key=lambda x: (x["deadline"], x["incident_id"]))
+        return out
+
+    def _owned_state(self) -> tuple[Counter, int | None]:
+        agg: Counter = Counter()
+        watermark = None
+        for ledger in list(self.incident_stage.ledgers.values()):
+            agg.update(ledger.agg)
+            w = ledger.watermark
+            if w is not None and (watermark is None or w > watermark):
+                watermark = w
+        return agg, watermark
+
+    def is_ready(self) -> tuple[bool, str]:
+        app = self.app
+        try:
+            assignment = app.consumer.assignment()
+        except Exception:  # consumer not started yet
+            return False, "consumer not started"
+        if not assignment:
+            return False, "no partitions assigned yet"
+        if app.rebalancing:
+            return False, "rebalancing"
+        if not app.tables.recovery.completed.is_set() or app.in_recovery:
+            return False, "recovering table state"
+        return True, f"consuming {len(assignment)} partitions"
+
+
+def create_monitor(settings: Settings) -> Monitor:
+    return Monitor(settings)
