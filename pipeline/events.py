@@ -39,8 +39,9 @@ INCIDENT_TYPES = ("opened", "reclassified", "closed")
 CRIME_TYPES = ("recorded", "linked", "cancelled")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Offset minutes are 00-59 (RFC 3339 time-minute): fromisoformat alone would read "+01:60" as +02:00.
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:[0-5]\d)\Z", re.ASCII
 )
 
 
