@@ -9,6 +9,7 @@ categories validate against their settings at run time.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Literal, Optional, Union
@@ -48,12 +49,31 @@ Flag = _lit(FLAGS)
 CancelReason = _lit(CANCEL_REASONS)
 
 
+def _has_non_finite(value: object) -> bool:
+    if type(value) is float:
+        return not math.isfinite(value)
+    if type(value) is dict:
+        return any(_has_non_finite(v) for v in value.values())
+    if type(value) is list:
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
 class _Event(BaseModel):
     """Common fields; unknown fields are ignored (contract §2)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
     event_id: Id
     occurred_at: DateTime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rfc8259_numbers(cls, data):
+        # RFC 8259 has no NaN/Infinity, and a number too large for a double is not
+        # accepted either (the Validator's orjson rejects both, even in ignored fields).
+        if _has_non_finite(data):
+            raise ValueError("not RFC 8259 JSON: NaN, Infinity or a number out of range")
+        return data
 
 
 class _IncidentBase(_Event):
