@@ -184,4 +184,5 @@ def wilson_interval(successes: int, total: int, z: float = WILSON_Z) -> tuple[fl
     denom = 1 + z2 / total
     centre = (p + z2 / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # The exact interval always contains p; at p = 0 or 1 rounding would leave it just outside.
+    return p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
