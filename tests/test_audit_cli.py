@@ -1,0 +1,142 @@
+"""``cdiwatch audit`` as a user runs it (contract §5): a subprocess, real files."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.events import parse_time
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO.parent / "shared" / "sample"
+SAMPLE = SAMPLE_DIR / "capture.jsonl"
+EXPECTED = json.loads((SAMPLE_DIR / "expected-audit.json").read_text())
+
+
+def cdiwatch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_same_audit(got: dict, expected: dict) -> None:
+    """Equal as data: the watermark as an instant, floats within 1e-9."""
+    assert set(got) == set(expected)
+    assert parse_time(got["watermark"]) == parse_time(expected["watermark"])
+    for key in expected:
+        if key not in ("watermark", "recording_rate"):
+            assert got[key] == expected[key], key
+    for k, v in expected["recording_rate"].items():
+        assert math.isclose(got["recording_rate"][k], v, rel_tol=0, abs_tol=1e-9), k
+
+
+def test_audit_json_of_the_sample_equals_expected_audit():
+    proc = cdiwatch("audit", str(SAMPLE), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert_same_audit(json.loads(proc.stdout), EXPECTED)
+    assert proc.stderr == ""  # the sample has invalid messages, but no malformed capture line
+
+
+def test_audit_table_shows_the_recording_rate():
+    proc = cdiwatch("audit", str(SAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Recording rate: 92.3%" in out
+    assert "95% interval 89.4% – 94.5%" in out
+    for category in EXPECTED["by_category"]:
+        assert category in out
+    assert "public_protection" in out or "999" in out  # the per-channel panel
+
+
+def test_offline_audit_does_not_import_faust(tmp_path):
+    code = ("import sys; from pipeline.cli import main; "
+            f"rc = main(['audit', {str(SAMPLE)!r}, '--json']); "
+            "assert 'faust' not in sys.modules, 'faust imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_malformed_capture_lines_are_reported_with_line_numbers_and_counted(tmp_path):
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    damaged = list(lines)
+    damaged.insert(10, b"this is not json\n")  # line 11
+    damaged.insert(100, b'["an", "array"]\n')  # line 101
+    damaged.insert(200, b'{"topic": "cc.incidents", "key": "k"}\n')  # line 201: envelope without payload
+    damaged.insert(300, b"\n")  # line 301: blank lines are skipped silently
+    damaged.insert(400, b'{"schema": "alert.v1", "alert_id": "x"}\n')  # line 401: not an input schema
+    damaged.insert(500, b'{"topic": "cdi.alerts", "key": null, "payload": "{}"}\n')  # line 501: not an input topic
+    path = tmp_path / "damaged.jsonl"
+    path.write_bytes(b"".join(damaged))
+    proc = cdiwatch("audit", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert_same_audit(json.loads(proc.stdout), EXPECTED)  # nothing else changed
+    for line_no in (11, 101, 201, 401, 501):
+        assert f"{path}:{line_no}:" in proc.stderr, proc.stderr
+    assert f"{path}:301:" not in proc.stderr
+    assert "5 capture line(s) skipped" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_truncated_last_line_is_reported_not_a_crash(tmp_path):
+    text = SAMPLE.read_bytes()
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(text + b'{"topic": "cc.incidents", "payl')
+    proc = cdiwatch("audit", str(path))
+    assert proc.returncode == 0, proc.stderr
+    last_line = text.count(b"\n") + 1
+    assert f"{path}:{last_line}:" in proc.stderr
+
+
+def test_bare_events_and_split_files_give_the_same_audit(tmp_path):
+    """Bare events are routed by schema; several files are one capture."""
+    bare, envelopes = [], []
+    for i, line in enumerate(SAMPLE.read_bytes().splitlines()):
+        env = orjson.loads(line)
+        try:
+            event = orjson.loads(env["payload"])
+        except orjson.JSONDecodeError:
+            event = None
+        own_topic = isinstance(event, dict) and (
+            (event.get("schema"), env["topic"]) in (("incident.v1", "cc.incidents"), ("crime.v1", "rms.crimes")))
+        if own_topic and i % 2 == 0 and "\n" not in env["payload"]:
+            bare.append(env["payload"].encode())  # the payload bytes, unchanged, as a line
+        else:
+            envelopes.append(line)
+    assert len(bare) > 1000
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(bare) + b"\n")
+    (tmp_path / "b.jsonl").write_bytes(b"\r\n".join(envelopes))  # CRLF and no final newline
+    proc = cdiwatch("audit", str(tmp_path / "b.jsonl"), str(tmp_path / "a.jsonl"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert_same_audit(json.loads(proc.stdout), EXPECTED)
+
+
+def test_missing_file_exits_2_with_a_clear_message(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    proc = cdiwatch("audit", str(missing), "--json")
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr and str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_url_against_nothing_is_a_clear_error():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = cdiwatch("audit", "--url", f"http://127.0.0.1:{port}", "--json", timeout=60)
+    assert proc.returncode != 0
+    assert f"cannot read http://127.0.0.1:{port}/audit" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--url", "http://127.0.0.1:1", "x.jsonl"]])
+def test_files_or_url_but_not_both_nor_neither(args):
+    proc = cdiwatch("audit", *args)
+    assert proc.returncode == 2
+    assert "cdiwatch audit:" in proc.stderr
