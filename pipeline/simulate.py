@@ -199,10 +199,12 @@ class Simulator:
             t += down
         return out
 
-    def _push(self, arrival: int, topic: str, key: str, payload: bytes) -> None:
+    def _push(self, arrival: int, topic: str, key: str, payload: bytes, what: str | None = None) -> None:
         if arrival < self.end:  # the capture stops at the end of the span
             self._seq += 1
             heapq.heappush(self._heap, (arrival, self._seq, topic, key, payload))
+            if what:
+                self.stats[what] += 1
 
     def _emit(self, source: str, key: str, etype: str, at: int, fields: dict[str, Any]) -> None:
         """Build one event and deliver it through its feed: latency, outages, resends, corruption."""
@@ -228,12 +230,11 @@ class Simulator:
         self._push(arrival, topic, key, payload)
         if rng.random() < P_RESEND:
             delay = rng.uniform(1, 120) if rng.random() < .7 else rng.uniform(600, 6 * 3600)
-            self._push(arrival + int(delay * S), topic, key, payload)
-            self.stats["resent"] += 1
+            self._push(arrival + int(delay * S), topic, key, payload, "resent")
         if rng.random() < P_INVALID:
             kind = INVALID_KINDS[int(rng.random() * len(INVALID_KINDS))]
-            self._push(arrival + int(rng.uniform(.01, 60) * S), topic, key, self._corrupt(kind, obj, payload))
-            self.stats["invalid_" + kind] += 1
+            self._push(arrival + int(rng.uniform(.01, 60) * S), topic, key, self._corrupt(kind, obj, payload),
+                       "invalid_" + kind)
 
     def _corrupt(self, kind: str, obj: dict[str, Any], payload: bytes) -> bytes:
         """An invalid variant of a valid event, one for each way real feeds go wrong."""
@@ -356,7 +357,7 @@ class Simulator:
             self._emit("rms", cid, "linked", at + int(rng.uniform(.2, 30) * H), {"incident_ids": later})
         if r() < .012:
             fields = {} if r() < .35 else {"reason": rng.choice(CANCEL_REASONS)}
-            self._emit("rms", cid, "cancelled", at + int(rng.uniform(2, 240) * H), fields)
+            self._emit("rms", cid, "cancelled", at + int(rng.uniform(2, 96) * H), fields)
             self.stats["cancelled"] += 1
 
     # --- driving --------------------------------------------------------------
