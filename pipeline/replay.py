@@ -66,6 +66,7 @@ class ReplayReport:
     skipped: list[tuple[str, int, str]] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C: the counts cover what was read until then
 
     @property
     def total_sent(self) -> int:
@@ -210,8 +211,9 @@ def replay(paths: str | Iterable[str], settings: Any, speed: float | None = None
 
     bar = _Progress(count_lines(paths) if progress else 0, out, progress)
     delivery = _Delivery(report)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="cdiwatch-replay",
-                             **{**PRODUCER_CONFIG, **(producer_config or {})})
+    config = {**PRODUCER_CONFIG, **(producer_config or {})}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="cdiwatch-replay", **config)
+    flush_timeout = config["delivery_timeout_ms"] / 1000
     attempted: Counter[str] = Counter()
     t0 = time.monotonic()
     first_ev: int | None = None
@@ -246,9 +248,11 @@ def replay(paths: str | Iterable[str], settings: Any, speed: float | None = None
             n += 1
             if not n & 0xFF:
                 bar.update(n)
+    except KeyboardInterrupt:
+        report.interrupted, flush_timeout = True, 5.0  # deliver what is buffered, briefly
     finally:
         try:
-            producer.flush(timeout=PRODUCER_CONFIG["delivery_timeout_ms"] / 1000)
+            producer.flush(timeout=flush_timeout)
         except KafkaError as exc:
             report.errors[f"flush: {type(exc).__name__}: {exc}"[:200]] += 1
         producer.close(timeout=5)
@@ -272,4 +276,7 @@ def run(args: Any, settings: Any) -> int:
         print(f"cdiwatch replay: {exc}", file=sys.stderr)
         return 2
     print(report.render(), file=sys.stderr)
+    if report.interrupted:
+        print("replay interrupted", file=sys.stderr)
+        return 130
     return 0 if report.ok else 1

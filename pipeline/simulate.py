@@ -14,6 +14,10 @@ and catches up after outages, ~1.5% of messages are resent, ~1% are invalid,
 online reports are logged hours after they were made, some ``opened`` events
 are lost, crimes arrive before their incidents, links arrive later.
 
+Bare output (``--format bare``) writes each payload as its own line; corrupt
+payloads that cannot be routed by ``schema`` (not JSON, an unknown schema) are
+then reported and not sent by replay, as the contract says for bare lines.
+
 Determinism: one ``random.Random(seed)`` drives everything, so a seed is a
 reproducible capture. Times are integer microseconds (exact). An event never
 *arrives* before it occurred and nothing arrives after the span, so a span
@@ -397,7 +401,10 @@ def generate(hours: float, seed: int, rate: float | None = None,
 
     ``rate`` is incidents per hour (default Kent-like, ~104); ``start`` an aware
     datetime, RFC 3339 text or epoch seconds (default :func:`default_start`);
-    ``topics``: ``incidents_topic``/``crimes_topic``.
+    ``topics``: ``incidents_topic``/``crimes_topic``. For a live feed, pace by
+    ``arrival``: every event has ``occurred_at <= arrival``, so releasing a
+    message no earlier than its arrival on the wall clock never sends one from
+    the future (a speed-up > 1 with a recent ``start`` would).
     """
     return iter(Simulator(hours, seed, rate, start, **topics))
 
