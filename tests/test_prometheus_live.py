@@ -201,6 +201,8 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(timeout=10)
         self.producer.close(timeout=5)
