@@ -115,7 +115,9 @@ def _open(path: PathLike) -> tuple[IO[bytes], str, bool]:
     source = os.fspath(path)
     if source == "-":
         return sys.stdin.buffer, "<stdin>", False
-    return open(source, "rb"), source, True
+    # A large buffer: few read() calls, so few GIL releases that a busy producer
+    # thread (replay) would turn into waits of up to the 5 ms switch interval.
+    return open(source, "rb", buffering=1 << 20), source, True
 
 
 def read_capture(
