@@ -32,6 +32,7 @@ import binascii
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable, Iterator, Union
 
@@ -43,6 +44,7 @@ __all__ = [
     "read_capture",
     "count_lines",
     "capture_line",
+    "write_capture",
     "INCIDENT_SCHEMA",
     "CRIME_SCHEMA",
 ]
@@ -294,3 +296,32 @@ def capture_line(
     if ts_ms is not None:
         env["ts"] = ts_ms
     return orjson.dumps(env, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def write_capture(
+    messages: Iterable[tuple[str, bytes | str | None, bytes, int | None]],
+    out: PathLike | IO[bytes],
+    fmt: str = "envelope",
+) -> Counter[str]:
+    """Write ``(topic, key, payload, ts_ms)`` messages as capture lines; count per topic.
+
+    ``out`` is a path (``"-"``: standard output) or a binary file object.
+    Lines are joined and written in blocks: one ``write`` per line would cost
+    more than formatting it.
+    """
+    if isinstance(out, (str, os.PathLike)):
+        if os.fspath(out) == "-":
+            return write_capture(messages, sys.stdout.buffer, fmt)
+        with open(out, "wb") as fh:
+            return write_capture(messages, fh, fmt)
+    counts: Counter[str] = Counter()
+    buf: list[bytes] = []
+    for topic, key, payload, ts_ms in messages:
+        counts[topic] += 1
+        buf.append(capture_line(topic, key, payload, ts_ms, fmt))
+        if len(buf) >= 4096:
+            out.write(b"".join(buf))
+            buf.clear()
+    out.write(b"".join(buf))
+    out.flush()
+    return counts

@@ -41,7 +41,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from .capture import capture_line
+from .capture import write_capture
 from .config import CRIME_CATEGORIES, DEFAULT_DISTRICTS, NON_CRIME_CATEGORIES
 
 __all__ = ["SimMessage", "Simulator", "generate", "default_start", "run"]
@@ -417,20 +417,8 @@ def run(args: Any, settings: Any) -> int:
     except ValueError as exc:
         print(f"cdiwatch simulate: {exc}", file=sys.stderr)
         return 2
-    out = sys.stdout.buffer if args.output in ("-", None) else open(args.output, "wb")
-    t0, counts, buf = time.perf_counter(), Counter[str](), []
-    try:
-        for msg in sim:
-            counts[msg.topic] += 1
-            buf.append(capture_line(msg.topic, msg.key, msg.payload, msg.ts_ms, args.format))
-            if len(buf) >= 4096:
-                out.write(b"".join(buf))
-                buf.clear()
-        out.write(b"".join(buf))
-        out.flush()
-    finally:
-        if out is not sys.stdout.buffer:
-            out.close()
+    t0 = time.perf_counter()
+    counts = write_capture(((m.topic, m.key, m.payload, m.ts_ms) for m in sim), args.output or "-", args.format)
     dt, total, st = time.perf_counter() - t0, sum(counts.values()), sim.stats
     invalid = sum(v for k, v in st.items() if k.startswith("invalid_"))
     start = datetime.fromtimestamp(sim.start / S, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
