@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,9 @@ from .ledger import RECORDED_STATUSES, REQUIRED_STATUSES, Transition
 from .rules import AT_RISK, EXEMPT, OVERDUE, PENDING
 
 __all__ = ["Metrics", "LedgerCollector"]
+
+# ``*_created`` series double the exposition and no rule or dashboard uses them.
+disable_created_metrics()
 
 DELAY_BUCKETS = (60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 18 * 3600,
                  24 * 3600, 36 * 3600, 48 * 3600, 72 * 3600, 7 * 86400)

@@ -2,8 +2,8 @@
 
 Data flow (README, "How it works"):
 
-    cc.incidents ─┐                       ┌─> cdiwatch-incident-ops ──> incident_stage ──> cdi.alerts
-                  ├─> ingest (validate) ──┤        ▲   (IncidentLedger per partition,   │
+    cc.incidents ─┐   intake + ingest     ┌─> cdiwatch-incident-ops ──> incident_stage ──> cdi.alerts
+                  ├─> (aiokafka, validate)┤        ▲   (IncidentLedger per partition,   │
     rms.crimes  ──┘        │              │        │    table "incidents")              │ seen notices
                            v              └─> cdiwatch-crime-ops ──> crime_stage ───────┘ (back to crime-ops)
                     cdi.deadletter                 (CrimeLedger per partition, table "crimes"; links -> incident-ops)
@@ -24,6 +24,8 @@ from faust.types import TP
 from ..config import Settings
 from ..metrics import LedgerCollector, Metrics
 from ..summary import AuditParts, build_audit
+from .intake import Intake
+from .outbox import Outbox, TableWriter
 from .stages import CrimeStage, IncidentStage, IngestStage
 
 __all__ = ["Monitor", "create_monitor"]
@@ -63,25 +65,25 @@ class Monitor:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.incidents_in = app.topic(s.incidents_topic, key_serializer="raw", value_serializer="raw")
-        self.crimes_in = app.topic(s.crimes_topic, key_serializer="raw", value_serializer="raw")
         self.incident_ops = app.topic(f"{s.app_id}-incident-ops", partitions=s.partitions, internal=True,
                                       key_serializer="raw", value_serializer="raw")
         self.crime_ops = app.topic(f"{s.app_id}-crime-ops", partitions=s.partitions, internal=True,
                                    key_serializer="raw", value_serializer="raw")
-        self.alerts = app.topic(s.alerts_topic, key_serializer="raw", value_serializer="raw")
-        self.deadletter = app.topic(s.deadletter_topic, key_serializer="raw", value_serializer="raw")
         json_schema = faust.Schema(key_serializer="json", value_serializer="json")
         self.incident_table = app.Table("incidents", partitions=s.partitions, schema=json_schema)
         self.crime_table = app.Table("crimes", partitions=s.partitions, schema=json_schema)
         self.parts_table = app.GlobalTable("parts", partitions=1, use_partitioner=True,
                                            recovery_buffer_size=1, schema=json_schema)
 
+        self.outbox = Outbox(s.bootstrap_servers, f"{s.app_id}-outbox")
         self.ingest = IngestStage(s, self.metrics, self._send_incident_ops, self._send_crime_ops,
                                   self._send_deadletter)
-        self.incident_stage = IncidentStage(s, self.metrics, self.incident_table, self._send_alert,
-                                            self._send_crime_ops)
-        self.crime_stage = CrimeStage(s, self.metrics, self.crime_table, self._send_incident_ops)
+        self.incident_stage = IncidentStage(s, self.metrics, self.incident_table,
+                                            TableWriter(self.incident_table, self.outbox).write,
+                                            self._send_alert, self._send_crime_ops)
+        self.crime_stage = CrimeStage(s, self.metrics, self.crime_table,
+                                      TableWriter(self.crime_table, self.outbox).write, self._send_incident_ops)
+        self.intake = Intake(s, self.ingest, self.outbox.flush)
         self._published: dict[str, object] = {}
         self._last_open_publish = 0.0
         self.metrics.registry.register(LedgerCollector(self._owned_state))
@@ -89,48 +91,42 @@ class Monitor:
 
     # ------------------------------------------------------------------ sends
     async def _send_incident_ops(self, partition: int, value: bytes) -> None:
-        await self.incident_ops.send(value=value, partition=partition)
+        await self.outbox.send(self.incident_ops.get_topic_name(), value, partition=partition)
 
     async def _send_crime_ops(self, partition: int, value: bytes) -> None:
-        await self.crime_ops.send(value=value, partition=partition)
+        await self.outbox.send(self.crime_ops.get_topic_name(), value, partition=partition)
 
     async def _send_alert(self, key: bytes | None, value: bytes) -> None:
-        await self.alerts.send(key=key, value=value)
+        await self.outbox.send(self.settings.alerts_topic, value, key=key)
 
     async def _send_deadletter(self, key: bytes | None, value: bytes) -> None:
-        await self.deadletter.send(key=key, value=value)
+        await self.outbox.send(self.settings.deadletter_topic, value, key=key)
 
     # ----------------------------------------------------------------- wiring
     def _wire(self) -> None:
         app, s = self.app, self.settings
         ingest = self.ingest
 
-        async def _ingest(stream, topic: str) -> None:
-            async for events in stream.take_events(s.batch_size, within=0.02):
-                await ingest.handle(topic, [(e.message.partition, e.message.offset, e.message.key, e.message.value)
-                                            for e in events])
-
-        @app.agent(self.incidents_in, name="ingest-incidents")
-        async def ingest_incidents(stream):
-            await _ingest(stream, s.incidents_topic)
-
-        @app.agent(self.crimes_in, name="ingest-crimes")
-        async def ingest_crimes(stream):
-            await _ingest(stream, s.crimes_topic)
+        @app.task
+        async def intake() -> None:
+            await self.intake.run()
 
         @app.agent(self.incident_ops, name="incident-stage")
         async def incident_stage(stream):
             async for event in stream.events():
                 await self.incident_stage.handle(event.message.partition, event.message.value)
+                await self.outbox.flush()
 
         @app.agent(self.crime_ops, name="crime-stage")
         async def crime_stage(stream):
             async for event in stream.events():
                 await self.crime_stage.handle(event.message.partition, event.message.value)
+                await self.outbox.flush()
 
         @app.timer(s.tick_interval)
         async def tick() -> None:
             await ingest.broadcast()
+            await self.outbox.flush()
             self.publish_parts()
 
         @app.on_partitions_revoked.connect
@@ -174,10 +170,19 @@ class Monitor:
             self._last_open_publish = now
 
     def cluster_parts(self) -> AuditParts:
+        """Sum of every partition's parts: owned partitions from the live ledgers
+        (fresher than the GlobalTable, which lags by its changelog), the others
+        from the GlobalTable."""
         total = AuditParts()
-        for key, value in list(self.parts_table.items()):
-            if key[:1] in ("i", "c") and key[1:].isdigit() and int(key[1:]) < self.settings.partitions:
-                total.add(AuditParts.from_json(value))
+        for prefix, stage in (("i", self.incident_stage), ("c", self.crime_stage)):
+            owned = dict(stage.ledgers)
+            for p in range(self.settings.partitions):
+                if p in owned:
+                    total.add(stage.parts(p))
+                else:
+                    value = self.parts_table.get(f"{prefix}{p}")
+                    if value is not None:
+                        total.add(AuditParts.from_json(value))
         return total
 
     def cluster_audit(self) -> dict:
@@ -209,6 +214,8 @@ class Monitor:
             return False, "consumer not started"
         if not assignment:
             return False, "no partitions assigned yet"
+        if not self.intake.assigned:
+            return False, "input consumer has no partitions yet"
         if app.rebalancing:
             return False, "rebalancing"
         if not app.tables.recovery.completed.is_set() or app.in_recovery:

@@ -19,7 +19,7 @@ import base64
 import logging
 import time
 from collections import Counter
-from typing import Awaitable, Callable, MutableMapping
+from typing import Awaitable, Callable, Mapping
 
 import orjson
 
@@ -41,6 +41,8 @@ OPEN_STATUSES = (OVERDUE, AT_RISK, PENDING)
 # send(partition, value) for ops; send(key, value) for alerts and dead letters
 SendOps = Callable[[int, bytes], Awaitable[None]]
 SendKeyed = Callable[[bytes | None, bytes], Awaitable[None]]
+# write(partition, [(key, value or None to delete)]): persist a table's changes
+WriteTable = Callable[[int, list], Awaitable[None]]
 
 
 def alert_json(a: Alert) -> bytes:
@@ -136,11 +138,12 @@ class _PartitionedStage:
 
     state_cls: type = IncidentState
 
-    def __init__(self, settings: Settings, metrics: Metrics, table: MutableMapping) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, table: Mapping, write: WriteTable) -> None:
         self.settings = settings
         self.params = Params.from_settings(settings)
         self.metrics = metrics
         self.table = table
+        self.write = write
         self.partitions = settings.partitions
         self.ledgers: dict[int, object] = {}
         self.dirty: set[int] = set()
@@ -171,16 +174,11 @@ class _PartitionedStage:
         self.dirty.add(p)
         return ledger
 
-    def persist(self, p: int, ledger, touched: set, evicted: set, states: dict) -> None:
-        table = self.table
-        for key in touched:
-            st = states.get(key)
-            if st is not None:
-                table[key] = st.to_json()
-        for key in evicted:
-            if key in table:
-                del table[key]
-        table[f"{META_PREFIX}{p}"] = ledger.meta()
+    async def persist(self, p: int, ledger, touched: set, evicted: set, states: dict) -> None:
+        changes = [(key, states[key].to_json()) for key in touched if key in states]
+        changes.extend((key, None) for key in evicted)
+        changes.append((f"{META_PREFIX}{p}", ledger.meta()))
+        await self.write(p, changes)
         self.dirty.add(p)
 
 
@@ -189,9 +187,9 @@ class IncidentStage(_PartitionedStage):
 
     state_cls = IncidentState
 
-    def __init__(self, settings: Settings, metrics: Metrics, table: MutableMapping,
+    def __init__(self, settings: Settings, metrics: Metrics, table: Mapping, write: WriteTable,
                  send_alert: SendKeyed, send_crime_ops: SendOps) -> None:
-        super().__init__(settings, metrics, table)
+        super().__init__(settings, metrics, table, write)
         self.send_alert = send_alert
         self.send_crime_ops = send_crime_ops
         self.topic = settings.incidents_topic
@@ -238,7 +236,7 @@ class IncidentStage(_PartitionedStage):
             self.metrics.events.labels(self.topic, "valid").inc(valid)
         if duplicate:
             self.metrics.events.labels(self.topic, "duplicate").inc(duplicate)
-        self.persist(p, ledger, touched - evicted, evicted, ledger.incidents)
+        await self.persist(p, ledger, touched - evicted, evicted, ledger.incidents)
         await self._publish(alerts)
         for target, payload in notices.messages(None):
             await self.send_crime_ops(target, payload)
@@ -274,9 +272,9 @@ class CrimeStage(_PartitionedStage):
 
     state_cls = CrimeState
 
-    def __init__(self, settings: Settings, metrics: Metrics, table: MutableMapping,
+    def __init__(self, settings: Settings, metrics: Metrics, table: Mapping, write: WriteTable,
                  send_incident_ops: SendOps) -> None:
-        super().__init__(settings, metrics, table)
+        super().__init__(settings, metrics, table, write)
         self.send_incident_ops = send_incident_ops
         self.topic = settings.crimes_topic
 
@@ -318,7 +316,7 @@ class CrimeStage(_PartitionedStage):
             self.metrics.events.labels(self.topic, "valid").inc(valid)
         if duplicate:
             self.metrics.events.labels(self.topic, "duplicate").inc(duplicate)
-        self.persist(p, ledger, touched - evicted, evicted, ledger.crimes)
+        await self.persist(p, ledger, touched - evicted, evicted, ledger.crimes)
         for target, payload in links.messages(msg["t"]):
             await self.send_incident_ops(target, payload)
 
