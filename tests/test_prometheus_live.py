@@ -45,7 +45,7 @@ import yaml
 
 from pipeline.broker import free_port
 from pipeline.config import Settings
-from pipeline.replay import replay
+from pipeline.replay import BrokerUnreachable, replay
 
 pytestmark = pytest.mark.integration
 
@@ -234,8 +234,9 @@ def log_tail(path: Path, lines: int = 30) -> str:
 class Processes:
     """Started subprocesses, each with a log file; stopped in reverse order, killed after a grace period."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, broker) -> None:
         self.tmp = tmp
+        self.broker = broker  # started by the fixture; watched and reported, not stopped here
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
 
     def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -255,12 +256,16 @@ class Processes:
             for name, proc, _log in self.procs:
                 if proc.poll() is not None:
                     pytest.fail(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.logs()}")
+            if not self.broker.running:
+                pytest.fail(f"the broker exited while waiting for {what}\n{self.logs()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self.logs()}")
             time.sleep(interval)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name} ({log}):\n{log_tail(log)}" for name, _p, log in self.procs)
+        parts = [f"--- {name} ({log}):\n{log_tail(log)}" for name, _p, log in self.procs]
+        parts.append(f"--- broker (running={self.broker.running}):\n{self.broker.log_tail()}")
+        return "\n".join(parts)
 
     def stop_all(self) -> None:
         for _name, proc, _log in reversed(self.procs):
@@ -293,7 +298,7 @@ def test_alerts_fire_on_real_prometheus_and_reach_the_webhook(fresh_broker, tmp_
     catalog = yaml.safe_load((DEPLOY / "prometheus" / "cdiwatch-metrics.yml").read_text(encoding="utf-8"))
 
     with ExitStack() as stack:
-        procs = Processes(tmp_path)
+        procs = Processes(tmp_path, fresh_broker)
         stack.callback(procs.stop_all)
 
         # 1. the worker
@@ -328,7 +333,10 @@ def test_alerts_fire_on_real_prometheus_and_reach_the_webhook(fresh_broker, tmp_
         settings = Settings.from_env(broker=fresh_broker.url)
         capture = tmp_path / "capture.jsonl"
         write_capture(capture, datetime.now(timezone.utc))
-        report = replay([str(capture)], settings, speed=None, progress=False)
+        try:
+            report = replay([str(capture)], settings, speed=None, progress=False)
+        except BrokerUnreachable as exc:
+            pytest.fail(f"replay: {exc}\n{procs.logs()}")
         assert report.ok and report.total_sent == 5, report.render()
         t_replay = time.monotonic()
         timings: dict[str, float] = {}
