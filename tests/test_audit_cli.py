@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.events import parse_time
+from support import assert_same_audit
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO.parent / "shared" / "sample"
@@ -23,17 +22,6 @@ EXPECTED = json.loads((SAMPLE_DIR / "expected-audit.json").read_text())
 def cdiwatch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def assert_same_audit(got: dict, expected: dict) -> None:
-    """Equal as data: the watermark as an instant, floats within 1e-9."""
-    assert set(got) == set(expected)
-    assert parse_time(got["watermark"]) == parse_time(expected["watermark"])
-    for key in expected:
-        if key not in ("watermark", "recording_rate"):
-            assert got[key] == expected[key], key
-    for k, v in expected["recording_rate"].items():
-        assert math.isclose(got["recording_rate"][k], v, rel_tol=0, abs_tol=1e-9), k
 
 
 def test_audit_json_of_the_sample_equals_expected_audit():

@@ -23,33 +23,11 @@ from pipeline.broker import DEFAULT_TOPIC_CONFIGS, BrokerError, LocalBroker, ens
 from pipeline.capture import capture_line, read_capture
 from pipeline.config import Settings
 from pipeline.replay import BrokerUnreachable, replay
+from support import read_topics
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")  # kafka-python 3.0 internals
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "sample" / "capture.jsonl"
-
-
-def _read_back(bootstrap: str, topics: list[str], expected: int, timeout: float = 30.0) -> list[tuple[str, int, bytes | None, bytes]]:
-    """Every message of ``topics`` as (topic, partition, key, value), read from the beginning."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=1000)
-    try:
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        got: list[tuple[str, int, bytes | None, bytes]] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < expected and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=500, max_records=10_000).items():
-                got.extend((tp.topic, tp.partition, r.key, r.value) for r in records)
-        # A short grace poll: more than expected would be a bug too (e.g. a retried batch).
-        for tp, records in consumer.poll(timeout_ms=300).items():
-            got.extend((tp.topic, tp.partition, r.key, r.value) for r in records)
-        return got
-    finally:
-        consumer.close()
 
 
 def _unique(prefix: str) -> str:
@@ -148,7 +126,7 @@ def test_replay_sample_byte_for_byte(fresh_broker: LocalBroker) -> None:
     want = Counter(e["topic"] for e in expected)
     assert dict(report.sent) == dict(want) == {"cc.incidents": 2190, "rms.crimes": 478}
 
-    got = _read_back(fresh_broker.bootstrap, sorted(want), len(expected))
+    got = read_topics(fresh_broker.bootstrap, sorted(want), len(expected))
     assert Counter(t for t, *_ in got) == want
     assert Counter((t, k, v) for t, _, k, v in got) == Counter(
         (e["topic"], e["key"].encode(), e["payload"].encode()) for e in expected)
@@ -184,7 +162,7 @@ def test_replay_bare_events_routed_by_schema(broker: LocalBroker, tmp_path: Path
     assert [line for _, line, _ in report.skipped] == [151, 153]
     assert f"{path}:151: not sent:" in out.getvalue() and "incident.v9" in out.getvalue()
 
-    got = _read_back(broker.bootstrap, [settings.incidents_topic, settings.crimes_topic], len(bare))
+    got = read_topics(broker.bootstrap, [settings.incidents_topic, settings.crimes_topic], len(bare))
     by_topic: dict[str, Counter[bytes]] = defaultdict(Counter)
     for t, _, k, v in got:
         by_topic[t][v] += 1
@@ -204,7 +182,7 @@ def test_replay_invalid_envelope_payloads_go_out_unchanged(broker: LocalBroker, 
     assert b"payload_encoding" in path.read_bytes()
     report = replay([str(path)], Settings(broker=broker.url), stream=io.StringIO())
     assert report.ok and report.sent[topic] == len(payloads)
-    got = _read_back(broker.bootstrap, [topic], len(payloads))
+    got = read_topics(broker.bootstrap, [topic], len(payloads))
     assert sorted((k, v) for _, _, k, v in got) == sorted((f"k{i}".encode(), p) for i, p in enumerate(payloads))
 
 

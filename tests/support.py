@@ -1,0 +1,183 @@
+"""Test support: real processes (workers, Prometheus...), reading topics back,
+comparing audits.
+
+Each process gets a log file; failures show the tails. Waits are bounded and
+fail with what the processes said, never hang.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker import free_port
+from pipeline.events import parse_time
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLE = SHARED / "sample" / "capture.jsonl"
+EXPECTED_AUDIT = SHARED / "sample" / "expected-audit.json"
+WAIT = 90.0
+
+__all__ = ["Processes", "get_json", "http_ok", "log_tail", "worker_env", "read_topics", "assert_same_audit",
+           "same_audit", "ROOT", "SAMPLE", "EXPECTED_AUDIT"]
+
+
+def assert_same_audit(got: dict, expected: dict) -> None:
+    """Equal as data: the watermark as an instant, floats within 1e-9."""
+    assert set(got) == set(expected)
+    assert parse_time(got["watermark"]) == parse_time(expected["watermark"])
+    for key in expected:
+        if key not in ("watermark", "recording_rate"):
+            assert got[key] == expected[key], key
+    for k, v in expected["recording_rate"].items():
+        if v is None:
+            assert got["recording_rate"][k] is None, k
+        else:
+            assert math.isclose(got["recording_rate"][k], v, rel_tol=0, abs_tol=1e-9), k
+
+
+def same_audit(got: dict, expected: dict) -> bool:
+    try:
+        assert_same_audit(got, expected)
+    except (AssertionError, TypeError, KeyError):
+        return False
+    return True
+
+
+def read_topics(bootstrap: str, topics: list[str], expected: int | None = None,
+                timeout: float = 30.0) -> list[tuple[str, int, bytes | None, bytes]]:
+    """Every message of ``topics`` as (topic, partition, key, value), from the beginning.
+
+    kafka-python consumer *groups* never finish joining Tansu, so this uses
+    ``assign()``; and Tansu's end offsets are wrong after multi-record batches,
+    so it polls until ``expected`` messages (or, with None, until a quiet second).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        got: list[tuple[str, int, bytes | None, bytes]] = []
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if expected is not None and len(got) >= expected:
+                break
+            if expected is None and time.monotonic() - quiet_since > 1.5:
+                break
+            batch = consumer.poll(timeout_ms=300, max_records=10_000)
+            for tp, records in batch.items():
+                got.extend((tp.topic, tp.partition, r.key, r.value) for r in records)
+            if batch:
+                quiet_since = time.monotonic()
+        # A short grace poll: more than expected would be a bug too (e.g. a retried batch).
+        for tp, records in consumer.poll(timeout_ms=300).items():
+            got.extend((tp.topic, tp.partition, r.key, r.value) for r in records)
+        return got
+    finally:
+        consumer.close()
+
+
+def get_json(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.load(resp)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """Environment for a test worker: short group timeouts (Tansu finishes a
+    join only after half the session timeout), quick ticks."""
+    env = dict(os.environ)
+    env.update({"CDI_SESSION_TIMEOUT": "4", "CDI_TICK_INTERVAL": "0.3", "CDI_LOG_LEVEL": "info"})
+    env.update(extra)
+    return env
+
+
+class Processes:
+    """Started subprocesses, each with a log file; stopped in reverse order, killed after a grace period."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = self.tmp / f"{name}.log"
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=ROOT)
+        self.procs.append((name, proc, log))
+        return proc
+
+    def start_worker(self, name: str, broker_url: str, env: dict | None = None) -> str:
+        """A ``cdiwatch worker`` on a free port; returns its base URL."""
+        port = free_port()
+        self.start(name, [sys.executable, "-m", "pipeline", "worker", "--broker", broker_url,
+                          "--web-port", str(port), "--data-dir", str(self.tmp / f"data-{name}")],
+                   env or worker_env())
+        return f"http://127.0.0.1:{port}"
+
+    def wait_until(self, what: str, check, timeout: float = WAIT, interval: float = 0.25):
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            for name, proc, _log in self.procs:
+                if proc.poll() is not None and proc.returncode not in (0, -15):
+                    pytest.fail(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.logs()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self.logs()}")
+            time.sleep(interval)
+
+    def stop(self, name: str, timeout: float = 20.0) -> int:
+        """Graceful stop (SIGTERM) of one process; kill after ``timeout``."""
+        for n, proc, _log in self.procs:
+            if n == name and proc.poll() is None:
+                proc.terminate()
+                try:
+                    return proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    return proc.wait(timeout=5)
+        return 0
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ({log}):\n{log_tail(log)}" for name, _p, log in self.procs)
+
+    def stop_all(self) -> None:
+        for _name, proc, _log in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for _name, proc, _log in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
