@@ -56,7 +56,7 @@ def audit_files(paths: Iterable[str], settings: Settings, now_us: int | None = N
     if now_us is None:
         now_us = time.time_ns() // 1000
     errors = [] if errors is None else errors
-    monitor = Monitor(settings)
+    monitor = Monitor(settings, deferred=True)
     schema_for = monitor.schema_for
     feed = monitor.feed
     bar = _Progress(sys.stderr, progress and sys.stderr.isatty())

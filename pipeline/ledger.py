@@ -15,6 +15,14 @@ Responsibilities:
 
 It never reads a clock, a topic or a file. Each call returns a :class:`Changes`
 saying what happened, for the shell to publish.
+
+Two modes, same rules. *Eager* (the stream layer) evaluates an incident on
+every change, because alerts must go out as soon as they are true.
+*Deferred* (the offline audit) only records inputs and evaluates the
+incidents that changed when :meth:`IncidentLedger.settle` is called: a
+status depends only on the incident's events, its crimes and the watermark,
+never on the path taken, so the audit is the same and each incident is
+assessed once instead of once per event.
 """
 
 from __future__ import annotations
@@ -56,14 +64,17 @@ class IncidentState:
     alerts: list = field(default_factory=list)
     key: Key | None = None
     timer: int | None = None
+    last: int = 0  # latest event or recording time: derived, kept for eviction
 
     def to_json(self) -> dict:
         return {"e": self.entries, "o": self.opening, "f": self.flags, "c": self.crimes, "a": self.alerts}
 
     @classmethod
     def from_json(cls, d: dict) -> "IncidentState":
-        return cls([tuple(e) for e in d["e"]], tuple(d["o"]) if d["o"] else None,
-                   list(d["f"]), dict(d["c"]), list(d["a"]))
+        st = cls([tuple(e) for e in d["e"]], tuple(d["o"]) if d["o"] else None,
+                 list(d["f"]), dict(d["c"]), list(d["a"]))
+        st.last = st.last_activity()
+        return st
 
     def has_event(self, event_id: str) -> bool:
         for e in self.entries:
@@ -130,8 +141,11 @@ class Changes:
 class IncidentLedger:
     """Per-incident state, watermark, deadline index and aggregates (see module doc)."""
 
-    def __init__(self, params: Params, districts: frozenset[str] | set[str] = frozenset()) -> None:
+    def __init__(self, params: Params, districts: frozenset[str] | set[str] = frozenset(),
+                 deferred: bool = False) -> None:
         self.params = params
+        self.deferred = deferred
+        self._dirty: set[str] = set()
         self.districts = frozenset(districts)
         self.incidents: dict[str, IncidentState] = {}
         self.max_time: int | None = None
@@ -148,7 +162,7 @@ class IncidentLedger:
     def apply(self, ev: IncidentEvent) -> Changes:
         """Apply one valid incident event (deduplicated by ``event_id``)."""
         out = Changes()
-        st = self.incidents.get(ev.incident_id)
+        st = self._live(ev.incident_id, out)
         if st is None:
             st = self.incidents[ev.incident_id] = IncidentState()
         elif st.has_event(ev.event_id):
@@ -157,7 +171,13 @@ class IncidentLedger:
             return out
         self.counts["valid"] += 1
         was_seen = st.opening is not None
-        bisect.insort(st.entries, (ev.at, ev.event_id, ev.kind, ev.category, ev.disposition, ev.reported_at))
+        entry = (ev.at, ev.event_id, ev.kind, ev.category, ev.disposition, ev.reported_at)
+        if not st.entries or entry > st.entries[-1]:
+            st.entries.append(entry)
+        else:
+            bisect.insort(st.entries, entry)
+        if ev.at > st.last:
+            st.last = ev.at
         if ev.kind == "opened":
             opening = (ev.at, ev.event_id, ev.channel, ev.district)
             if st.opening is None or opening[:2] < tuple(st.opening[:2]):
@@ -166,16 +186,19 @@ class IncidentLedger:
             if flag not in st.flags:
                 st.flags.append(flag)
                 st.flags.sort()
-        if not was_seen and st.opening is not None:
+        if not was_seen and st.opening is not None and st.crimes:
             out.notices.extend((crime_id, ev.incident_id) for crime_id in st.crimes)
         self._raise(ev.at, out)
-        self._evaluate(ev.incident_id, st, out)
+        if self.deferred:
+            self._dirty.add(ev.incident_id)
+        else:
+            self._evaluate(ev.incident_id, st, out)
         return out
 
     def link(self, incident_id: str, crime_id: str, recorded_at: int | None) -> Changes:
         """A crime links this incident (or its recording time moved earlier)."""
         out = Changes()
-        st = self.incidents.get(incident_id)
+        st = self._live(incident_id, out)
         if st is None:
             st = self.incidents[incident_id] = IncidentState()
         known = crime_id in st.crimes
@@ -183,10 +206,27 @@ class IncidentLedger:
         if known and (recorded_at is None or (old is not None and old <= recorded_at)):
             return out
         st.crimes[crime_id] = recorded_at
+        if recorded_at is not None and recorded_at > st.last:
+            st.last = recorded_at
         if not known and st.opening is not None:
             out.notices.append((crime_id, incident_id))
-        self._evaluate(incident_id, st, out)
+        if self.deferred:
+            self._dirty.add(incident_id)
+        else:
+            self._evaluate(incident_id, st, out)
         return out
+
+    def _live(self, incident_id: str, out: Changes) -> IncidentState | None:
+        """The incident's state, unless its retention has passed. Deferred mode
+        evicts lazily, so it checks here what eager mode's timer did already."""
+        st = self.incidents.get(incident_id)
+        if st is not None and self.deferred:
+            w = self.watermark
+            if w is not None and st.last + self.params.state_retention <= w:
+                self._dirty.discard(incident_id)
+                self._evaluate(incident_id, st, out)
+                return self.incidents.get(incident_id)
+        return st
 
     def observe(self, event_time: int) -> Changes:
         """Some valid event anywhere happened at ``event_time``: move the watermark."""
@@ -195,11 +235,30 @@ class IncidentLedger:
         return out
 
     # --------------------------------------------------------------- internals
+    def settle(self) -> Changes:
+        """Deferred mode: evaluate every incident that changed, then the ones
+        whose deadline timers the watermark has reached."""
+        out = Changes()
+        dirty, self._dirty = self._dirty, set()
+        incidents = self.incidents
+        for incident_id in dirty:
+            st = incidents.get(incident_id)
+            if st is not None:
+                self._evaluate(incident_id, st, out)
+        self._due(out)
+        return out
+
     def _raise(self, event_time: int, out: Changes) -> None:
         if self.max_time is not None and event_time <= self.max_time:
             return
         self.max_time = event_time
+        if not self.deferred:
+            self._due(out)
+
+    def _due(self, out: Changes) -> None:
         w = self.watermark
+        if w is None:
+            return
         heap = self._heap
         while heap and heap[0][0] <= w:
             due, incident_id = heapq.heappop(heap)
@@ -226,8 +285,7 @@ class IncidentLedger:
             _at, _eid, channel, district = st.opening
             label = district if district in self.districts else "other"
             key = (status, a.category, label, channel, a.exempt_reason if status == EXEMPT else None)
-        last = st.last_activity()
-        evict_at = last + p.state_retention
+        evict_at = st.last + p.state_retention
         if a is not None and a.deadline is not None:
             evict_at = max(evict_at, a.deadline + p.state_retention)
         if w is not None and evict_at <= w:

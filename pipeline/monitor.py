@@ -28,11 +28,19 @@ class Monitor:
     crime links and seen notices between the ledgers, keep the alerts if asked.
     """
 
-    def __init__(self, settings: Settings | None = None, keep_alerts: bool = False) -> None:
+    def __init__(self, settings: Settings | None = None, keep_alerts: bool = False,
+                 deferred: bool = False) -> None:
+        """``deferred``: evaluate incidents only when the audit is asked for (and
+        every quarter of ``state_retention`` of event time, for eviction) —
+        the offline audit's speed mode; alerts are then not decided."""
+        if deferred and keep_alerts:
+            raise ValueError("a deferred monitor decides no alerts")
         self.settings = settings or Settings()
         self.params = Params.from_settings(self.settings)
         self.validator = Validator.from_settings(self.settings)
-        self.incidents = IncidentLedger(self.params, frozenset(self.settings.districts))
+        self.deferred = deferred
+        self.incidents = IncidentLedger(self.params, frozenset(self.settings.districts), deferred=deferred)
+        self._settled_at: int | None = None
         self.crimes = CrimeLedger(self.params)
         self.invalid = {"incidents": Counter(), "crimes": Counter()}
         self.keep_alerts = keep_alerts
@@ -59,7 +67,7 @@ class Monitor:
         """Apply a valid event to the ledgers and let the consequences flow."""
         if type(event) is IncidentEvent:
             changes = self.incidents.apply(event)
-            if not changes.duplicate:
+            if not changes.duplicate and not self.deferred:
                 self.crimes.observe(event.at)
             self._after_incident(changes)
         else:
@@ -69,6 +77,20 @@ class Monitor:
             self._after_incident(self.incidents.observe(event.at))
             for incident_id, crime_id, recorded_at in cc.links:
                 self._after_incident(self.incidents.link(incident_id, crime_id, recorded_at))
+        if self.deferred:
+            last = self._settled_at
+            now = self.incidents.max_time
+            if last is None:
+                self._settled_at = now
+            elif now - last > self.params.state_retention // 4:
+                self.settle()
+
+    def settle(self) -> None:
+        """Deferred mode: bring every status up to the current watermark."""
+        if self.incidents.max_time is not None:
+            self.crimes.observe(self.incidents.max_time)
+        self._after_incident(self.incidents.settle())
+        self._settled_at = self.incidents.max_time
 
     def _after_incident(self, changes: Changes) -> None:
         for crime_id, incident_id in changes.notices:
@@ -77,6 +99,8 @@ class Monitor:
             self.alerts.extend(changes.alerts)
 
     def parts(self) -> AuditParts:
+        if self.deferred:
+            self.settle()
         inv_i = sum(self.invalid["incidents"].values())
         inv_c = sum(self.invalid["crimes"].values())
         max_time = self.incidents.max_time

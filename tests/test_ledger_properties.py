@@ -217,3 +217,30 @@ def test_sample_subsets_in_two_orders_agree(seed: int, keep: float):
     assert statuses(a) == statuses(b)
     assert a.audit() == b.audit()
     check_identities(a.audit())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_deferred_evaluation_gives_the_eager_statuses_and_audit(data):
+    """The offline audit's deferred mode (assess each incident once, at the end)
+    decides exactly what the stream layer's eager mode decides."""
+    messages = data.draw(event_sets())
+    order = data.draw(st.permutations(messages))
+    eager = run(order)
+    deferred = Monitor(deferred=True)
+    for topic, payload in order:
+        deferred.feed(topic, payload, NOW)
+    assert deferred.audit() == eager.audit()
+    assert statuses(deferred) == statuses(eager)
+
+
+def test_deferred_evaluation_with_eviction_matches_eager_on_the_sample():
+    from pipeline.config import Settings
+
+    short = Settings(state_retention=6 * 3600.0)
+    monitors = [Monitor(short), Monitor(short, deferred=True)]
+    for topic, payload in SAMPLE:
+        for monitor in monitors:
+            monitor.feed(topic, payload, SAMPLE_NOW)
+    eager, deferred = (monitor.audit() for monitor in monitors)
+    assert eager["incidents"] == deferred["incidents"] and eager["crimes"] == deferred["crimes"]
