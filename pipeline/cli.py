@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="broker + worker + simulated control room, all local")
     demo.add_argument("--speedup", type=float, default=60.0, help="simulated seconds per real second (default 60)")
+    demo.add_argument("--hours", type=float, default=48.0, help="simulated hours, ending now (default 48)")
+    demo.add_argument("--backlog", type=float, default=22.0,
+                      help="simulated hours published at once at start (default 22)")
     demo.add_argument("--web-port", type=int, default=None)
     demo.add_argument("--broker-port", type=int, default=None, help="default: a free port")
     demo.add_argument("--seed", type=int, default=1)
