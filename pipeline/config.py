@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 __all__ = ["Settings", "parse_duration", "DEFAULT_DISTRICTS", "CRIME_CATEGORIES", "NON_CRIME_CATEGORIES"]
@@ -86,7 +86,6 @@ class Settings:
     tick_interval: float = 0.5
     batch_size: int = 2000
     log_level: str = "info"
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     _DURATIONS = ("session_timeout", "recording_deadline", "allowed_lateness", "at_risk_window",
                   "state_retention", "future_tolerance", "tick_interval")
@@ -97,8 +96,6 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get("CDI_" + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = cls._coerce(f.name, raw)

@@ -87,6 +87,10 @@ class Monitor:
         self._published: dict[str, object] = {}
         self._last_open_publish = 0.0
         self.metrics.registry.register(LedgerCollector(self._owned_state))
+        # A feed that never delivers anything must still look silent to FeedSilent:
+        # its last-received time starts at the worker's start.
+        for topic in (s.incidents_topic, s.crimes_topic):
+            self.metrics.last_received.labels(topic).set(self.started_at)
         self._wire()
 
     # ------------------------------------------------------------------ sends
