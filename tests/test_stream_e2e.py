@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -101,12 +105,28 @@ def offline_reasons() -> Counter:
     return out
 
 
-def test_one_worker_audit_deadletters_alerts_and_metrics(fresh_broker, procs):
-    url = procs.start_worker("worker", fresh_broker.url)
-    wait_ready(procs, url)
-    report = replay([SAMPLE], Settings.from_env(broker=fresh_broker.url))
-    assert report.ok and sum(report.sent.values()) == 2668
-    audit = wait_audit(procs, url, expected_audit())
+@pytest.fixture(scope="module")
+def sample_cluster(tmp_path_factory):
+    """One broker, one worker, the sample replayed and fully processed."""
+    from conftest import _binary_or_skip
+    from pipeline.broker import LocalBroker
+
+    procs = Processes(tmp_path_factory.mktemp("cluster"))
+    with LocalBroker(binary=_binary_or_skip()) as broker:
+        try:
+            url = procs.start_worker("worker", broker.url)
+            wait_ready(procs, url)
+            report = replay([SAMPLE], Settings.from_env(broker=broker.url))
+            assert report.ok and sum(report.sent.values()) == 2668
+            audit = wait_audit(procs, url, expected_audit())
+            time.sleep(2.5)  # the open-incident lists are published every 2 s
+            yield broker, url, audit
+        finally:
+            procs.stop_all()
+
+
+def test_one_worker_audit_deadletters_alerts_and_metrics(sample_cluster):
+    fresh_broker, url, audit = sample_cluster
 
     # every invalid message is on the dead-letter topic, with the validator's reason
     want = offline_reasons()
@@ -212,3 +232,35 @@ def test_bad_query_and_health_endpoints(fresh_broker, procs):
     except urllib.error.HTTPError as exc:
         assert exc.code == 400
     assert get_json(url + "/audit")["watermark"] is None
+
+
+def chromium_dom(url: str) -> str:
+    """The page as a real headless Chromium renders it (scripts run, fetches done)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        message = "chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=8000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_live_page_shows_overdue_and_at_risk_incidents_in_a_browser(sample_cluster):
+    _broker, url, audit = sample_cluster
+    dom = chromium_dom(url + "/")
+    inc = audit["incidents"]
+    assert f'id="n-overdue">{inc["overdue"]}<' in dom
+    assert f'id="n-at_risk">{inc["at_risk"]}<' in dom
+    assert "92.3%" in dom  # the recording rate card
+    assert dom.count('<tr class="overdue">') == inc["overdue"]
+    assert dom.count('<tr class="at_risk">') == inc["at_risk"]
+    overdue = get_json(url + "/incidents?status=overdue")
+    assert overdue[0]["incident_id"] in dom
+    assert '<span id="error"></span>' in dom  # no fetch failed
