@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from .broker import LocalBroker, free_port
+from .broker import LocalBroker
 from .config import Settings
 from .simulate import Simulator
 

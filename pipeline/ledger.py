@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from .events import IncidentEvent
 from .rules import (
-    AT_RISK, DOWNGRADE_REASONS, EXEMPT, LATE, NOT_REQUIRED, ON_TIME, OVERDUE, UNOPENED,
+    AT_RISK, DOWNGRADE_REASONS, EXEMPT, LATE, ON_TIME, OVERDUE, UNOPENED,
     Assessment, Params, assess, next_change, status_at,
 )
 

@@ -10,8 +10,6 @@ categories validate against their settings at run time.
 from __future__ import annotations
 
 import math
-import re
-from datetime import datetime
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator

@@ -123,8 +123,9 @@ def worker_env(**extra: str) -> dict[str, str]:
 class Processes:
     """Started subprocesses, each with a log file; stopped in reverse order, killed after a grace period."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, broker=None) -> None:
         self.tmp = tmp
+        self.broker = broker  # a LocalBroker started elsewhere: watched and reported, not stopped here
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
 
     def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -152,6 +153,8 @@ class Processes:
             for name, proc, _log in self.procs:
                 if proc.poll() is not None and proc.returncode not in (0, -15):
                     pytest.fail(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.logs()}")
+            if self.broker is not None and not self.broker.running:
+                pytest.fail(f"the broker exited while waiting for {what}\n{self.logs()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self.logs()}")
             time.sleep(interval)
@@ -169,7 +172,10 @@ class Processes:
         return 0
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name} ({log}):\n{log_tail(log)}" for name, _p, log in self.procs)
+        parts = [f"--- {name} ({log}):\n{log_tail(log)}" for name, _p, log in self.procs]
+        if self.broker is not None:
+            parts.append(f"--- broker (running={self.broker.running}):\n{self.broker.log_tail()}")
+        return "\n".join(parts)
 
     def stop_all(self) -> None:
         for _name, proc, _log in reversed(self.procs):

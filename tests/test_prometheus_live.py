@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ import yaml
 from pipeline.broker import free_port
 from pipeline.config import Settings
 from pipeline.replay import BrokerUnreachable, replay
+from support import Processes, get_json, http_ok
 
 pytestmark = pytest.mark.integration
 
@@ -206,77 +206,6 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=10)
         self.producer.close(timeout=5)
-
-
-# ----------------------------------------------------------------- processes and HTTP
-
-
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Processes:
-    """Started subprocesses, each with a log file; stopped in reverse order, killed after a grace period."""
-
-    def __init__(self, tmp: Path, broker) -> None:
-        self.tmp = tmp
-        self.broker = broker  # started by the fixture; watched and reported, not stopped here
-        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
-
-    def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = self.tmp / f"{name}.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=ROOT)
-        self.procs.append((name, proc, log))
-        return proc
-
-    def wait_until(self, what: str, check, timeout: float = WAIT, interval: float = 0.25):
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            for name, proc, _log in self.procs:
-                if proc.poll() is not None:
-                    pytest.fail(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.logs()}")
-            if not self.broker.running:
-                pytest.fail(f"the broker exited while waiting for {what}\n{self.logs()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self.logs()}")
-            time.sleep(interval)
-
-    def logs(self) -> str:
-        parts = [f"--- {name} ({log}):\n{log_tail(log)}" for name, _p, log in self.procs]
-        parts.append(f"--- broker (running={self.broker.running}):\n{self.broker.log_tail()}")
-        return "\n".join(parts)
-
-    def stop_all(self) -> None:
-        for _name, proc, _log in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for _name, proc, _log in reversed(self.procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 def alerts(prom_url: str, name: str, state: str = "firing") -> list[dict]:

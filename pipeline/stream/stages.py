@@ -25,7 +25,7 @@ import orjson
 
 from ..config import Settings
 from ..crimes import CrimeLedger, CrimeState
-from ..events import CRIME_SCHEMA, INCIDENT_SCHEMA, IncidentEvent, Rejection, Validator, format_time
+from ..events import CRIME_SCHEMA, INCIDENT_SCHEMA, Rejection, Validator, format_time
 from ..ledger import Alert, IncidentLedger, IncidentState
 from ..metrics import Metrics
 from ..rules import AT_RISK, OVERDUE, PENDING, Params
