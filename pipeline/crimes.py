@@ -58,7 +58,6 @@ class CrimeChanges:
     cancellations: list = field(default_factory=list)  # reason or None, one per cancelled event
     touched: set = field(default_factory=set)
     evicted: set = field(default_factory=set)
-    duplicate: bool = False
 
 
 class CrimeLedger:
@@ -72,17 +71,22 @@ class CrimeLedger:
         self.agg: Counter = Counter()
         self.evicted: Counter = Counter()
         self._heap: list[tuple[int, str]] = []
+        self.changes = CrimeChanges()
 
-    def apply(self, ev: CrimeEvent) -> CrimeChanges:
-        """Apply one valid crime event (deduplicated by ``event_id``)."""
-        out = CrimeChanges()
+    def drain(self) -> CrimeChanges:
+        """What happened since the last drain; starts a new collection."""
+        out, self.changes = self.changes, CrimeChanges()
+        return out
+
+    def apply(self, ev: CrimeEvent) -> bool:
+        """Apply one valid crime event; False when its ``event_id`` was seen (a duplicate)."""
+        out = self.changes
         st = self.crimes.get(ev.crime_id)
         if st is None:
             st = self.crimes[ev.crime_id] = CrimeState()
         elif ev.event_id in st.event_ids:
             self.counts["duplicate"] += 1
-            out.duplicate = True
-            return out
+            return False
         self.counts["valid"] += 1
         st.event_ids.append(ev.event_id)
         st.last_at = max(st.last_at, ev.at)
@@ -102,22 +106,18 @@ class CrimeLedger:
                 out.links.extend((i, ev.crime_id, st.recorded_at) for i in targets)
         self._raise(ev.at, out)
         self._evaluate(ev.crime_id, st, out)
-        return out
+        return True
 
-    def notice(self, crime_id: str, incident_id: str) -> CrimeChanges:
+    def notice(self, crime_id: str, incident_id: str) -> None:
         """The incident ledger says ``incident_id`` (linked to this crime) is seen."""
-        out = CrimeChanges()
         st = self.crimes.get(crime_id)
         if st is None or incident_id in st.seen:
-            return out
+            return
         st.seen.append(incident_id)
-        self._evaluate(crime_id, st, out)
-        return out
+        self._evaluate(crime_id, st, self.changes)
 
-    def observe(self, event_time: int) -> CrimeChanges:
-        out = CrimeChanges()
-        self._raise(event_time, out)
-        return out
+    def observe(self, event_time: int) -> None:
+        self._raise(event_time, self.changes)
 
     def _raise(self, event_time: int, out: CrimeChanges) -> None:
         if self.max_time is not None and event_time <= self.max_time:
@@ -168,7 +168,8 @@ class CrimeLedger:
             self.crimes[crime_id] = st
             st.key = None
             st.timer = None
-            self._evaluate(crime_id, st, CrimeChanges())
+            self._evaluate(crime_id, st, self.changes)
+        self.changes = CrimeChanges()
 
     def meta(self) -> dict:
         return {"max_time": self.max_time, "counts": dict(self.counts),

@@ -13,8 +13,9 @@ Responsibilities:
 - evict incidents ``state_retention`` after their last activity; their
   contribution stays counted (``evicted``).
 
-It never reads a clock, a topic or a file. Each call returns a :class:`Changes`
-saying what happened, for the shell to publish.
+It never reads a clock, a topic or a file. Calls collect what happened in a
+:class:`Changes`; the shell takes it with :meth:`IncidentLedger.drain` when it
+is ready to publish (once per op batch: one allocation, not one per event).
 
 Two modes, same rules. *Eager* (the stream layer) evaluates an incident on
 every change, because alerts must go out as soon as they are true.
@@ -31,6 +32,7 @@ import bisect
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .events import IncidentEvent
 from .rules import (
@@ -109,8 +111,7 @@ class Alert:
         return f"{self.incident_id}:{self.kind}"
 
 
-@dataclass(slots=True)
-class Transition:
+class Transition(NamedTuple):
     """An incident's contribution moved from ``old`` to ``new`` (for metrics)."""
 
     incident_id: str
@@ -128,14 +129,6 @@ class Changes:
     notices: list = field(default_factory=list)  # (crime_id, incident_id): incident is seen
     touched: set = field(default_factory=set)
     evicted: set = field(default_factory=set)
-    duplicate: bool = False
-
-    def extend(self, other: "Changes") -> None:
-        self.alerts.extend(other.alerts)
-        self.transitions.extend(other.transitions)
-        self.notices.extend(other.notices)
-        self.touched |= other.touched
-        self.evicted |= other.evicted
 
 
 class IncidentLedger:
@@ -153,22 +146,27 @@ class IncidentLedger:
         self.agg: Counter = Counter()
         self.evicted: Counter = Counter()
         self._heap: list[tuple[int, str]] = []
+        self.changes = Changes()
+
+    def drain(self) -> Changes:
+        """What happened since the last drain; starts a new collection."""
+        out, self.changes = self.changes, Changes()
+        return out
 
     # ------------------------------------------------------------------ inputs
     @property
     def watermark(self) -> int | None:
         return None if self.max_time is None else self.max_time - self.params.allowed_lateness
 
-    def apply(self, ev: IncidentEvent) -> Changes:
-        """Apply one valid incident event (deduplicated by ``event_id``)."""
-        out = Changes()
+    def apply(self, ev: IncidentEvent) -> bool:
+        """Apply one valid incident event; False when its ``event_id`` was seen (a duplicate)."""
+        out = self.changes
         st = self._live(ev.incident_id, out)
         if st is None:
             st = self.incidents[ev.incident_id] = IncidentState()
         elif st.has_event(ev.event_id):
             self.counts["duplicate"] += 1
-            out.duplicate = True
-            return out
+            return False
         self.counts["valid"] += 1
         was_seen = st.opening is not None
         entry = (ev.at, ev.event_id, ev.kind, ev.category, ev.disposition, ev.reported_at)
@@ -193,18 +191,18 @@ class IncidentLedger:
             self._dirty.add(ev.incident_id)
         else:
             self._evaluate(ev.incident_id, st, out)
-        return out
+        return True
 
-    def link(self, incident_id: str, crime_id: str, recorded_at: int | None) -> Changes:
+    def link(self, incident_id: str, crime_id: str, recorded_at: int | None) -> None:
         """A crime links this incident (or its recording time moved earlier)."""
-        out = Changes()
+        out = self.changes
         st = self._live(incident_id, out)
         if st is None:
             st = self.incidents[incident_id] = IncidentState()
         known = crime_id in st.crimes
         old = st.crimes.get(crime_id)
         if known and (recorded_at is None or (old is not None and old <= recorded_at)):
-            return out
+            return
         st.crimes[crime_id] = recorded_at
         if recorded_at is not None and recorded_at > st.last:
             st.last = recorded_at
@@ -214,7 +212,6 @@ class IncidentLedger:
             self._dirty.add(incident_id)
         else:
             self._evaluate(incident_id, st, out)
-        return out
 
     def _live(self, incident_id: str, out: Changes) -> IncidentState | None:
         """The incident's state, unless its retention has passed. Deferred mode
@@ -228,17 +225,15 @@ class IncidentLedger:
                 return self.incidents.get(incident_id)
         return st
 
-    def observe(self, event_time: int) -> Changes:
+    def observe(self, event_time: int) -> None:
         """Some valid event anywhere happened at ``event_time``: move the watermark."""
-        out = Changes()
-        self._raise(event_time, out)
-        return out
+        self._raise(event_time, self.changes)
 
     # --------------------------------------------------------------- internals
-    def settle(self) -> Changes:
+    def settle(self) -> None:
         """Deferred mode: evaluate every incident that changed, then the ones
         whose deadline timers the watermark has reached."""
-        out = Changes()
+        out = self.changes
         dirty, self._dirty = self._dirty, set()
         incidents = self.incidents
         for incident_id in dirty:
@@ -246,7 +241,6 @@ class IncidentLedger:
             if st is not None:
                 self._evaluate(incident_id, st, out)
         self._due(out)
-        return out
 
     def _raise(self, event_time: int, out: Changes) -> None:
         if self.max_time is not None and event_time <= self.max_time:
@@ -293,12 +287,15 @@ class IncidentLedger:
             return
         old = st.key
         if key != old:
+            agg = self.agg
             if old is not None:
-                self.agg[old] -= 1
-                if not self.agg[old]:
-                    del self.agg[old]
+                n = agg[old] - 1
+                if n:
+                    agg[old] = n
+                else:
+                    del agg[old]
             if key is not None:
-                self.agg[key] += 1
+                agg[key] = agg.get(key, 0) + 1
             st.key = key
             delay = None
             if status in RECORDED_STATUSES and (old is None or old[0] not in RECORDED_STATUSES):
@@ -359,13 +356,14 @@ class IncidentLedger:
         heapq.heapify(self._heap)
 
     # ------------------------------------------------------------- persistence
-    def load(self, states: dict[str, IncidentState], meta: dict | None) -> Changes:
+    def load(self, states: dict[str, IncidentState], meta: dict | None) -> None:
         """Rebuild from persisted states and meta.
 
-        Returns the alerts that were due but not yet marked sent (a crash
-        between deciding and persisting); transitions are not metric events here.
+        Alerts that were due but not yet marked sent (a crash between deciding
+        and persisting) are left in :attr:`changes`; transitions are not
+        metric events here, so they are dropped.
         """
-        out = Changes()
+        out = self.changes
         if meta:
             self.max_time = meta.get("max_time")
             self.counts.update(meta.get("counts", {}))
@@ -378,7 +376,7 @@ class IncidentLedger:
             st.timer = None
             self._evaluate(incident_id, st, out)
         out.transitions.clear()
-        return out
+        out.touched.clear()
 
     def meta(self) -> dict:
         return {"max_time": self.max_time, "counts": dict(self.counts),

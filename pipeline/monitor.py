@@ -14,7 +14,7 @@ from collections import Counter
 from .config import Settings
 from .crimes import CrimeLedger
 from .events import CRIME_SCHEMA, INCIDENT_SCHEMA, CrimeEvent, IncidentEvent, Rejection, Validator
-from .ledger import Changes, IncidentLedger
+from .ledger import IncidentLedger
 from .rules import Params
 from .summary import AuditParts, build_audit
 
@@ -65,18 +65,17 @@ class Monitor:
 
     def apply(self, event: IncidentEvent | CrimeEvent) -> None:
         """Apply a valid event to the ledgers and let the consequences flow."""
+        incidents = self.incidents
         if type(event) is IncidentEvent:
-            changes = self.incidents.apply(event)
-            if not changes.duplicate and not self.deferred:
+            if incidents.apply(event) and not self.deferred:
                 self.crimes.observe(event.at)
-            self._after_incident(changes)
         else:
-            cc = self.crimes.apply(event)
-            if cc.duplicate:
+            if not self.crimes.apply(event):
                 return
-            self._after_incident(self.incidents.observe(event.at))
-            for incident_id, crime_id, recorded_at in cc.links:
-                self._after_incident(self.incidents.link(incident_id, crime_id, recorded_at))
+            incidents.observe(event.at)
+            for incident_id, crime_id, recorded_at in self.crimes.drain().links:
+                incidents.link(incident_id, crime_id, recorded_at)
+        self._after_incident()
         if self.deferred:
             last = self._settled_at
             now = self.incidents.max_time
@@ -89,14 +88,25 @@ class Monitor:
         """Deferred mode: bring every status up to the current watermark."""
         if self.incidents.max_time is not None:
             self.crimes.observe(self.incidents.max_time)
-        self._after_incident(self.incidents.settle())
+        self.incidents.settle()
+        self._after_incident()
         self._settled_at = self.incidents.max_time
 
-    def _after_incident(self, changes: Changes) -> None:
-        for crime_id, incident_id in changes.notices:
-            self.crimes.notice(crime_id, incident_id)
-        if self.keep_alerts and changes.alerts:
-            self.alerts.extend(changes.alerts)
+    def _after_incident(self) -> None:
+        """Deliver seen notices to the crime ledger; keep alerts if asked."""
+        changes = self.incidents.changes
+        if changes.notices:
+            for crime_id, incident_id in changes.notices:
+                self.crimes.notice(crime_id, incident_id)
+            changes.notices.clear()
+        if changes.alerts:
+            if self.keep_alerts:
+                self.alerts.extend(changes.alerts)
+            changes.alerts.clear()
+        if len(changes.transitions) > 1024 or len(changes.touched) > 1024:
+            self.incidents.drain()  # nobody publishes offline: don't let them pile up
+        if len(self.crimes.changes.touched) > 1024:
+            self.crimes.drain()
 
     def parts(self) -> AuditParts:
         if self.deferred:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 __all__ = [
     "Params", "Entry", "Assessment", "assess", "status_at", "watermark",
@@ -60,12 +60,12 @@ class Params:
 Entry = tuple
 
 
-@dataclass(frozen=True, slots=True)
-class Assessment:
+class Assessment(NamedTuple):
     """What an incident's events say, independent of the watermark.
 
     ``deadline``/``required_since`` are None when the incident is not required.
     ``recorded_at`` is the earliest recording time of a linked crime.
+    (A NamedTuple: one is made per evaluation, and tuples are the cheapest.)
     """
 
     required: bool

@@ -169,7 +169,7 @@ class _PartitionedStage:
                 continue
             states[key] = self.state_cls.from_json(value)
         meta = self.table.get(f"{META_PREFIX}{p}")
-        self.recovered = ledger.load(states, meta)
+        ledger.load(states, meta)
         logger.info("partition %d: loaded %d states from the table", p, len(states))
         self.dirty.add(p)
         return ledger
@@ -198,46 +198,34 @@ class IncidentStage(_PartitionedStage):
         return IncidentLedger(self.params, frozenset(self.settings.districts))
 
     async def handle(self, p: int, value: bytes) -> None:
-        fresh = p not in self.ledgers
-        ledger: IncidentLedger = self.ledger(p)
-        if fresh and self.recovered.alerts:  # decided before a crash, never marked sent
-            await self._publish(self.recovered.alerts)
+        """Apply one op batch for partition ``p``; persist, then publish what it caused."""
+        ledger: IncidentLedger = self.ledger(p)  # a fresh load leaves due-but-unsent alerts in changes
         msg = loads(value)
-        touched: set = set()
-        evicted: set = set()
-        alerts: list = []
-        notices = OpBatcher(self.partitions)
         valid = duplicate = 0
-
-        def take(ch) -> None:
-            touched.update(ch.touched)
-            evicted.update(ch.evicted)
-            alerts.extend(ch.alerts)
-            self.metrics.observe_transitions(ch.transitions)
-            for crime_id, incident_id in ch.notices:
-                notices.add(crime_id, ["s", crime_id, incident_id])
-
         if msg["t"] is not None:
-            take(ledger.observe(msg["t"]))
+            ledger.observe(msg["t"])
         for op in msg["ops"]:
             tag = op[0]
             if tag == "i":
-                ch = ledger.apply(decode_incident(op))
-                if ch.duplicate:
-                    duplicate += 1
-                else:
+                if ledger.apply(decode_incident(op)):
                     valid += 1
-                take(ch)
+                else:
+                    duplicate += 1
             elif tag == "l":
-                take(ledger.link(op[1], op[2], op[3]))
+                ledger.link(op[1], op[2], op[3])
             elif tag == "x":
                 ledger.counts["invalid"] += op[1]
+        ch = ledger.drain()
         if valid:
             self.metrics.events.labels(self.topic, "valid").inc(valid)
         if duplicate:
             self.metrics.events.labels(self.topic, "duplicate").inc(duplicate)
-        await self.persist(p, ledger, touched - evicted, evicted, ledger.incidents)
-        await self._publish(alerts)
+        self.metrics.observe_transitions(ch.transitions)
+        await self.persist(p, ledger, ch.touched - ch.evicted, ch.evicted, ledger.incidents)
+        await self._publish(ch.alerts)
+        notices = OpBatcher(self.partitions)
+        for crime_id, incident_id in ch.notices:
+            notices.add(crime_id, ["s", crime_id, incident_id])
         for target, payload in notices.messages(None):
             await self.send_crime_ops(target, payload)
 
@@ -282,41 +270,34 @@ class CrimeStage(_PartitionedStage):
         return CrimeLedger(self.params)
 
     async def handle(self, p: int, value: bytes) -> None:
+        """Apply one op batch for partition ``p``; persist, then send the links it caused."""
         ledger: CrimeLedger = self.ledger(p)
         msg = loads(value)
-        touched: set = set()
-        evicted: set = set()
-        links = OpBatcher(self.partitions)
         valid = duplicate = 0
-
-        def take(ch) -> None:
-            touched.update(ch.touched)
-            evicted.update(ch.evicted)
-            for incident_id, crime_id, recorded_at in ch.links:
-                links.add(incident_id, ["l", incident_id, crime_id, recorded_at])
-            if ch.cancellations:
-                self.metrics.observe_cancellations(ch.cancellations)
-
         if msg["t"] is not None:
-            take(ledger.observe(msg["t"]))
+            ledger.observe(msg["t"])
         for op in msg["ops"]:
             tag = op[0]
             if tag == "c":
-                ch = ledger.apply(decode_crime(op))
-                if ch.duplicate:
-                    duplicate += 1
-                else:
+                if ledger.apply(decode_crime(op)):
                     valid += 1
-                take(ch)
+                else:
+                    duplicate += 1
             elif tag == "s":
-                take(ledger.notice(op[1], op[2]))
+                ledger.notice(op[1], op[2])
             elif tag == "x":
                 ledger.counts["invalid"] += op[1]
+        ch = ledger.drain()
         if valid:
             self.metrics.events.labels(self.topic, "valid").inc(valid)
         if duplicate:
             self.metrics.events.labels(self.topic, "duplicate").inc(duplicate)
-        await self.persist(p, ledger, touched - evicted, evicted, ledger.crimes)
+        if ch.cancellations:
+            self.metrics.observe_cancellations(ch.cancellations)
+        await self.persist(p, ledger, ch.touched - ch.evicted, ch.evicted, ledger.crimes)
+        links = OpBatcher(self.partitions)
+        for incident_id, crime_id, recorded_at in ch.links:
+            links.add(incident_id, ["l", incident_id, crime_id, recorded_at])
         for target, payload in links.messages(msg["t"]):
             await self.send_incident_ops(target, payload)
 
