@@ -67,7 +67,6 @@ class CrimeLedger:
         self.params = params
         self.crimes: dict[str, CrimeState] = {}
         self.max_time: int | None = None
-        self.counts = Counter(valid=0, duplicate=0)
         self.agg: Counter = Counter()
         self.evicted: Counter = Counter()
         self._heap: list[tuple[int, str]] = []
@@ -79,15 +78,14 @@ class CrimeLedger:
         return out
 
     def apply(self, ev: CrimeEvent) -> bool:
-        """Apply one valid crime event; False when its ``event_id`` was seen (a duplicate)."""
+        """Apply one valid crime event; False when this crime already has its
+        ``event_id`` (a redelivery: duplicates are counted by ``dedupe.EventIds``)."""
         out = self.changes
         st = self.crimes.get(ev.crime_id)
         if st is None:
             st = self.crimes[ev.crime_id] = CrimeState()
         elif ev.event_id in st.event_ids:
-            self.counts["duplicate"] += 1
             return False
-        self.counts["valid"] += 1
         st.event_ids.append(ev.event_id)
         st.last_at = max(st.last_at, ev.at)
         if ev.kind == "cancelled":
@@ -160,7 +158,6 @@ class CrimeLedger:
     def load(self, states: dict[str, CrimeState], meta: dict | None) -> None:
         if meta:
             self.max_time = meta.get("max_time")
-            self.counts.update(meta.get("counts", {}))
             for k, n in meta.get("evicted", []):
                 self.evicted[tuple(k)] += n
                 self.agg[tuple(k)] += n
@@ -172,7 +169,7 @@ class CrimeLedger:
         self.changes = CrimeChanges()
 
     def meta(self) -> dict:
-        return {"max_time": self.max_time, "counts": dict(self.counts),
+        return {"max_time": self.max_time,
                 "evicted": [[list(k), n] for k, n in self.evicted.items()]}
 
     def totals(self) -> dict[str, int]:

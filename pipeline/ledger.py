@@ -142,7 +142,6 @@ class IncidentLedger:
         self.districts = frozenset(districts)
         self.incidents: dict[str, IncidentState] = {}
         self.max_time: int | None = None
-        self.counts = Counter(valid=0, duplicate=0)
         self.agg: Counter = Counter()
         self.evicted: Counter = Counter()
         self._heap: list[tuple[int, str]] = []
@@ -159,15 +158,14 @@ class IncidentLedger:
         return None if self.max_time is None else self.max_time - self.params.allowed_lateness
 
     def apply(self, ev: IncidentEvent) -> bool:
-        """Apply one valid incident event; False when its ``event_id`` was seen (a duplicate)."""
+        """Apply one valid incident event; False when this incident already has
+        its ``event_id`` (a redelivery: duplicates are counted by ``dedupe.EventIds``)."""
         out = self.changes
         st = self._live(ev.incident_id, out)
         if st is None:
             st = self.incidents[ev.incident_id] = IncidentState()
         elif st.has_event(ev.event_id):
-            self.counts["duplicate"] += 1
             return False
-        self.counts["valid"] += 1
         was_seen = st.opening is not None
         entry = (ev.at, ev.event_id, ev.kind, ev.category, ev.disposition, ev.reported_at)
         if not st.entries or entry > st.entries[-1]:
@@ -366,7 +364,6 @@ class IncidentLedger:
         out = self.changes
         if meta:
             self.max_time = meta.get("max_time")
-            self.counts.update(meta.get("counts", {}))
             for k, n in meta.get("evicted", []):
                 self.evicted[tuple(k)] += n
                 self.agg[tuple(k)] += n
@@ -379,5 +376,5 @@ class IncidentLedger:
         out.touched.clear()
 
     def meta(self) -> dict:
-        return {"max_time": self.max_time, "counts": dict(self.counts),
+        return {"max_time": self.max_time,
                 "evicted": [[list(k), n] for k, n in self.evicted.items()]}

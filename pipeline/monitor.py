@@ -13,6 +13,7 @@ from collections import Counter
 
 from .config import Settings
 from .crimes import CrimeLedger
+from .dedupe import EventIds
 from .events import CRIME_SCHEMA, INCIDENT_SCHEMA, CrimeEvent, IncidentEvent, Rejection, Validator
 from .ledger import IncidentLedger
 from .rules import Params
@@ -42,7 +43,8 @@ class Monitor:
         self.incidents = IncidentLedger(self.params, frozenset(self.settings.districts), deferred=deferred)
         self._settled_at: int | None = None
         self.crimes = CrimeLedger(self.params)
-        self.invalid = {"incidents": Counter(), "crimes": Counter()}
+        self.event_ids = EventIds(self.params)
+        self.rejections = Counter()  # (topic side, reason): for reports
         self.keep_alerts = keep_alerts
         self.alerts: list = []
         self._schema_of = {self.settings.incidents_topic: INCIDENT_SCHEMA,
@@ -57,21 +59,28 @@ class Monitor:
         if schema is None:
             raise ValueError(f"not an input topic: {topic!r}")
         result = self.validator.validate(schema, payload, now_us, parsed)
+        side = "incidents" if schema == INCIDENT_SCHEMA else "crimes"
         if type(result) is Rejection:
-            self.invalid["incidents" if schema == INCIDENT_SCHEMA else "crimes"][result.reason] += 1
+            self.event_ids.invalid(side)
+            self.rejections[(side, result.reason)] += 1
             return result
-        self.apply(result)
+        if self.event_ids.claim(side, result.event_id, result.at) and not self.apply(result):
+            # the id had been forgotten, but its incident or crime still has it
+            self.event_ids.recount_duplicate(side)
         return None
 
-    def apply(self, event: IncidentEvent | CrimeEvent) -> None:
-        """Apply a valid event to the ledgers and let the consequences flow."""
+    def apply(self, event: IncidentEvent | CrimeEvent) -> bool:
+        """Apply a valid event to the ledgers and let the consequences flow;
+        False when its incident or crime already had it."""
         incidents = self.incidents
         if type(event) is IncidentEvent:
-            if incidents.apply(event) and not self.deferred:
+            if not incidents.apply(event):
+                return False
+            if not self.deferred:
                 self.crimes.observe(event.at)
         else:
             if not self.crimes.apply(event):
-                return
+                return False
             incidents.observe(event.at)
             for incident_id, crime_id, recorded_at in self.crimes.drain().links:
                 incidents.link(incident_id, crime_id, recorded_at)
@@ -83,6 +92,7 @@ class Monitor:
                 self._settled_at = now
             elif now - last > self.params.state_retention // 4:
                 self.settle()
+        return True
 
     def settle(self) -> None:
         """Deferred mode: bring every status up to the current watermark."""
@@ -111,16 +121,13 @@ class Monitor:
     def parts(self) -> AuditParts:
         if self.deferred:
             self.settle()
-        inv_i = sum(self.invalid["incidents"].values())
-        inv_c = sum(self.invalid["crimes"].values())
         max_time = self.incidents.max_time
         if self.crimes.max_time is not None and (max_time is None or self.crimes.max_time > max_time):
             max_time = self.crimes.max_time
         return AuditParts(
             incident_keys=Counter(self.incidents.agg),
             crimes=Counter(self.crimes.totals()),
-            events={"incidents": Counter(self.incidents.counts, invalid=inv_i),
-                    "crimes": Counter(self.crimes.counts, invalid=inv_c)},
+            events={t: Counter(c) for t, c in self.event_ids.counts.items()},
             max_time=max_time,
         )
 

@@ -27,8 +27,9 @@ def topic_plan(s: Settings) -> dict[str, dict[str, str]]:
     delete = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS), "retention.bytes": "-1"}
     compact = {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}
     plan = {t: dict(delete) for t in (s.incidents_topic, s.crimes_topic, s.alerts_topic, s.deadletter_topic,
-                                      f"{s.app_id}-incident-ops", f"{s.app_id}-crime-ops")}
-    for table in ("incidents", "crimes"):
+                                      f"{s.app_id}-event-ops", f"{s.app_id}-incident-ops",
+                                      f"{s.app_id}-crime-ops")}
+    for table in ("eventids", "incidents", "crimes"):
         plan[f"{s.app_id}-{table}-changelog"] = dict(compact)
     return plan
 

@@ -13,7 +13,8 @@ from collections import deque
 
 from pipeline.config import Settings
 from pipeline.metrics import Metrics
-from pipeline.stream.stages import CrimeStage, IncidentStage, IngestStage
+from pipeline.stream.ingest import IngestStage
+from pipeline.stream.stages import CrimeStage, DedupeStage, IncidentStage
 from pipeline.summary import AuditParts, build_audit
 
 
@@ -23,7 +24,7 @@ class StageHarness:
         self.rng = random.Random(seed)
         self.metrics = Metrics()
         self.queues: dict[tuple[str, int], deque] = {}
-        self.tables = {"incident": {}, "crime": {}}
+        self.tables = {"event": {}, "incident": {}, "crime": {}}
         self.alerts: list[bytes] = []
         self.deadletters: list[bytes] = []
 
@@ -46,7 +47,10 @@ class StageHarness:
         async def send_dl(key, value):
             self.deadletters.append(value)
 
-        self.ingest = IngestStage(settings, self.metrics, lambda p, v: to("i", p, v), lambda p, v: to("c", p, v), send_dl)
+        self.ingest = IngestStage(settings, self.metrics, lambda p, v: to("e", p, v), lambda p, v: to("i", p, v),
+                                  lambda p, v: to("c", p, v), send_dl)
+        self.dedupe = DedupeStage(settings, self.metrics, self.tables["event"], writer("event"),
+                                  lambda p, v: to("i", p, v), lambda p, v: to("c", p, v))
         self.incident = IncidentStage(settings, self.metrics, self.tables["incident"], writer("incident"),
                                       send_alert, lambda p, v: to("c", p, v))
         self.crime = CrimeStage(settings, self.metrics, self.tables["crime"], writer("crime"),
@@ -64,21 +68,27 @@ class StageHarness:
             if not ready:
                 return
             stage, p = self.rng.choice(ready)
-            value = self.queues[(stage, p)].popleft()
-            if stage == "i":
-                await self.incident.handle(p, value)
-            else:
-                await self.crime.handle(p, value)
+            target = {"e": self.dedupe, "i": self.incident, "c": self.crime}[stage]
+            # a batch: a few messages of this stage, from any of its partitions
+            for _ in range(self.rng.randint(1, 5)):
+                value = self.queues[(stage, p)].popleft()
+                target.apply(p, value)
+                same = [k for k, q in self.queues.items() if q and k[0] == stage]
+                if not same:
+                    break
+                stage, p = self.rng.choice(same)
+            await target.finish()
             steps += 1
             if restart_every and steps % restart_every == 0:
                 # a rebalance: every ledger is rebuilt from its table
-                self.incident.revoke(set(range(self.settings.partitions)))
-                self.crime.revoke(set(range(self.settings.partitions)))
+                for stage in (self.dedupe, self.incident, self.crime):
+                    stage.revoke(set(range(self.settings.partitions)))
 
     def audit(self) -> dict:
         total = AuditParts()
-        for stage in (self.incident, self.crime):
-            for p in list(stage.ledgers):
+        for stage in (self.dedupe, self.incident, self.crime):
+            for p in range(self.settings.partitions):
+                stage.ledger(p)  # (re)load, as a newly assigned worker would
                 total.add(stage.parts(p))
         return build_audit(total, int(self.settings.allowed_lateness * 1_000_000))
 

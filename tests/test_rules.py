@@ -428,9 +428,6 @@ def test_duplicate_with_different_content_is_still_a_duplicate():
     assert events["crimes"]["duplicate"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core dedups event_id per incident_id / crime_id, the contract per topic; "
-    "reported to the lead (needs an event_id-keyed table in the stream layer)"))
 @pytest.mark.parametrize("kind", ["incident", "crime"])
 def test_repeated_event_id_on_another_key_is_a_duplicate(kind):
     """Contract §2: a repeated event_id on the same topic is a duplicate, whatever its content."""
@@ -439,6 +436,7 @@ def test_repeated_event_id_on_another_key_is_a_duplicate(kind):
         sc.opened("I1", at=0, event_id="E-1")
         sc.feed(opened("I2", at=0, event_id="E-1"))
         counts = sc.audit()["events"]["incidents"]
+        assert sc.audit()["incidents"]["seen"] == 1  # the copy was not applied
     else:
         sc.recorded("C1", [], at=0, event_id="E-1")
         sc.feed(recorded("C2", [], at=0, event_id="E-1"))
@@ -637,6 +635,22 @@ def test_eviction_after_state_retention_keeps_counts():
     assert (before["incidents"]["overdue"], before["incidents"]["downgraded"]) == (1, 1)
     assert before["crimes"] == {"recorded": 2, "without_incident": 1, "cancelled": 1,
                                 "cancelled_without_reason": 1}
+
+
+def test_a_resend_after_eviction_is_still_a_duplicate():
+    """Event ids outlive the incidents they belong to (deadline + twice the
+    retention), so a late copy of an evicted incident's event is not counted
+    or applied again."""
+    sc = Scenario(Settings(state_retention=3600.0))
+    first = sc.opened("A", at=0)
+    sc.tick(at=DEADLINE + 1.5)  # A is evicted (D + 1 h), its event id is kept (until D + 2 h)
+    assert "A" not in sc.monitor.incidents.incidents
+    before = sc.audit()
+    sc.feed(first)
+    after = sc.audit()
+    assert after["events"]["incidents"]["duplicate"] == before["events"]["incidents"]["duplicate"] + 1
+    assert after["incidents"] == before["incidents"]
+    assert "A" not in sc.monitor.incidents.incidents
 
 
 # --------------------------------------------------------------------------- §2 invalid input

@@ -2,11 +2,16 @@
 
 Data flow (README, "How it works"):
 
-    cc.incidents ─┐   intake + ingest     ┌─> cdiwatch-incident-ops ──> incident_stage ──> cdi.alerts
-                  ├─> (aiokafka, validate)┤        ▲   (IncidentLedger per partition,   │
-    rms.crimes  ──┘        │              │        │    table "incidents")              │ seen notices
-                           v              └─> cdiwatch-crime-ops ──> crime_stage ───────┘ (back to crime-ops)
-                    cdi.deadletter                 (CrimeLedger per partition, table "crimes"; links -> incident-ops)
+    cc.incidents ─┐  intake + ingest   ┌> cdi.deadletter
+                  ├> (aiokafka batches,┤
+    rms.crimes  ──┘   validate)        └> cdiwatch-event-ops ─> dedupe_stage (EventIds, table "eventids")
+                                                                  │ first copies, by incident / crime id
+                        ┌─────────────────────────────────────────┴──────────┐
+                        v                                                    v
+        cdiwatch-incident-ops ─> incident_stage ─> cdi.alerts   cdiwatch-crime-ops ─> crime_stage
+          (IncidentLedger, table "incidents")                     (CrimeLedger, table "crimes")
+                        ^        └── seen notices ──────────────────────────^      │
+                        └──────────────────────────── crime links ─────────────────┘
 
 Audit parts and open-incident lists go to the single-partition GlobalTable
 ``parts`` so that any worker can answer ``/audit`` for the whole cluster.
@@ -26,7 +31,8 @@ from ..metrics import LedgerCollector, Metrics
 from ..summary import AuditParts, build_audit
 from .intake import Intake
 from .outbox import Outbox, TableWriter
-from .stages import CrimeStage, IncidentStage, IngestStage
+from .ingest import IngestStage
+from .stages import CrimeStage, DedupeStage, IncidentStage
 
 __all__ = ["Monitor", "create_monitor"]
 
@@ -65,19 +71,25 @@ class Monitor:
             key_serializer="raw",
             value_serializer="raw",
         )
+        self.event_ops = app.topic(f"{s.app_id}-event-ops", partitions=s.partitions, internal=True,
+                                   key_serializer="raw", value_serializer="raw")
         self.incident_ops = app.topic(f"{s.app_id}-incident-ops", partitions=s.partitions, internal=True,
                                       key_serializer="raw", value_serializer="raw")
         self.crime_ops = app.topic(f"{s.app_id}-crime-ops", partitions=s.partitions, internal=True,
                                    key_serializer="raw", value_serializer="raw")
         json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.event_table = app.Table("eventids", partitions=s.partitions, schema=json_schema)
         self.incident_table = app.Table("incidents", partitions=s.partitions, schema=json_schema)
         self.crime_table = app.Table("crimes", partitions=s.partitions, schema=json_schema)
         self.parts_table = app.GlobalTable("parts", partitions=1, use_partitioner=True,
                                            recovery_buffer_size=1, schema=json_schema)
 
         self.outbox = Outbox(s.bootstrap_servers, f"{s.app_id}-outbox")
-        self.ingest = IngestStage(s, self.metrics, self._send_incident_ops, self._send_crime_ops,
-                                  self._send_deadletter)
+        self.ingest = IngestStage(s, self.metrics, self._send_event_ops, self._send_incident_ops,
+                                  self._send_crime_ops, self._send_deadletter)
+        self.dedupe_stage = DedupeStage(s, self.metrics, self.event_table,
+                                        TableWriter(self.event_table, self.outbox).write,
+                                        self._send_incident_ops, self._send_crime_ops)
         self.incident_stage = IncidentStage(s, self.metrics, self.incident_table,
                                             TableWriter(self.incident_table, self.outbox).write,
                                             self._send_alert, self._send_crime_ops)
@@ -94,6 +106,9 @@ class Monitor:
         self._wire()
 
     # ------------------------------------------------------------------ sends
+    async def _send_event_ops(self, partition: int, value: bytes) -> None:
+        await self.outbox.send(self.event_ops.get_topic_name(), value, partition=partition)
+
     async def _send_incident_ops(self, partition: int, value: bytes) -> None:
         await self.outbox.send(self.incident_ops.get_topic_name(), value, partition=partition)
 
@@ -115,17 +130,28 @@ class Monitor:
         async def intake() -> None:
             await self.intake.run()
 
+        async def run_stage(stream, stage) -> None:
+            # Batches of op messages, one flush per batch: the stages write
+            # their changelogs to explicit partitions, so a batch may mix
+            # partitions; faust acks the batch only after the body (and so the
+            # flush) is done, which keeps delivery at least once.
+            async for events in stream.take_events(64, within=0.01):
+                for event in events:
+                    stage.apply(event.message.partition, event.message.value)
+                await stage.finish()
+                await self.outbox.flush()
+
+        @app.agent(self.event_ops, name="dedupe-stage")
+        async def dedupe_stage(stream):
+            await run_stage(stream, self.dedupe_stage)
+
         @app.agent(self.incident_ops, name="incident-stage")
         async def incident_stage(stream):
-            async for event in stream.events():
-                await self.incident_stage.handle(event.message.partition, event.message.value)
-                await self.outbox.flush()
+            await run_stage(stream, self.incident_stage)
 
         @app.agent(self.crime_ops, name="crime-stage")
         async def crime_stage(stream):
-            async for event in stream.events():
-                await self.crime_stage.handle(event.message.partition, event.message.value)
-                await self.outbox.flush()
+            await run_stage(stream, self.crime_stage)
 
         @app.timer(s.tick_interval)
         async def tick() -> None:
@@ -146,8 +172,12 @@ class Monitor:
         from .web import register_views
         register_views(self)
 
+    def _stages(self):
+        return ((self.dedupe_stage, self.event_ops), (self.incident_stage, self.incident_ops),
+                (self.crime_stage, self.crime_ops))
+
     def _drop(self, tps: set[TP]) -> None:
-        for stage, topic in ((self.incident_stage, self.incident_ops), (self.crime_stage, self.crime_ops)):
+        for stage, topic in self._stages():
             name = topic.get_topic_name()
             stage.revoke({tp.partition for tp in tps if tp.topic == name})
 
@@ -156,7 +186,7 @@ class Monitor:
         """Write changed per-partition audit parts (and open lists) to the GlobalTable."""
         now = time.monotonic()
         with_open = force_open or now - self._last_open_publish >= 2.0
-        for prefix, stage in (("i", self.incident_stage), ("c", self.crime_stage)):
+        for prefix, stage in (("e", self.dedupe_stage), ("i", self.incident_stage), ("c", self.crime_stage)):
             for p in sorted(stage.dirty & set(stage.ledgers)):
                 key = f"{prefix}{p}"
                 parts = stage.parts(p).to_json()
@@ -168,7 +198,7 @@ class Monitor:
                     if self._published.get("open" + key) != open_list:
                         self.parts_table["open" + key] = open_list
                         self._published["open" + key] = open_list
-                if prefix == "c" or with_open:
+                if prefix != "i" or with_open:
                     stage.dirty.discard(p)
         if with_open:
             self._last_open_publish = now
@@ -178,7 +208,7 @@ class Monitor:
         (fresher than the GlobalTable, which lags by its changelog), the others
         from the GlobalTable."""
         total = AuditParts()
-        for prefix, stage in (("i", self.incident_stage), ("c", self.crime_stage)):
+        for prefix, stage in (("e", self.dedupe_stage), ("i", self.incident_stage), ("c", self.crime_stage)):
             owned = dict(stage.ledgers)
             for p in range(self.settings.partitions):
                 if p in owned:

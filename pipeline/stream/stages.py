@@ -1,23 +1,22 @@
 """The three stream stages, as plain classes the faust app drives.
 
-- :class:`IngestStage` (input topics): validate raw messages, dead-letter the
-  invalid ones, route valid events by *their* id (never by how the producer
-  partitioned them) into per-partition op batches.
+- :class:`DedupeStage` (event-ops): one :class:`~pipeline.dedupe.EventIds` per
+  owned partition; drops repeated event ids, counts events, and routes each
+  first copy by *its* incident or crime id (never by how the producer
+  partitioned it).
 - :class:`IncidentStage` (incident-ops): one :class:`~pipeline.ledger.IncidentLedger`
   per owned partition; publishes alerts and *seen* notices.
 - :class:`CrimeStage` (crime-ops): one :class:`~pipeline.crimes.CrimeLedger` per
   owned partition; sends crime links to the incidents they name.
 
-They hold no faust objects: the app hands them a table (any mutable mapping
+(The ingest stage, before them, is ``ingest.py``.) They hold no faust objects: the app hands them a table (any mutable mapping
 whose writes are persisted, i.e. a faust ``Table``) and async ``send``
 callables. That keeps this file readable and testable without a broker.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import time
 from collections import Counter
 from typing import Awaitable, Callable, Mapping
 
@@ -25,14 +24,15 @@ import orjson
 
 from ..config import Settings
 from ..crimes import CrimeLedger, CrimeState
-from ..events import CRIME_SCHEMA, INCIDENT_SCHEMA, Rejection, Validator, format_time
+from ..dedupe import EventIds
+from ..events import format_time
 from ..ledger import Alert, IncidentLedger, IncidentState
 from ..metrics import Metrics
 from ..rules import AT_RISK, OVERDUE, PENDING, Params
 from ..summary import AuditParts
-from .ops import OpBatcher, decode_crime, decode_incident, encode_crime, encode_incident, loads, partition_for
+from .ops import OpBatcher, decode_crime, decode_incident, loads, partition_for
 
-__all__ = ["IngestStage", "IncidentStage", "CrimeStage", "alert_json", "META_PREFIX"]
+__all__ = ["DedupeStage", "IncidentStage", "CrimeStage", "alert_json", "META_PREFIX", "SendOps", "SendKeyed"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,85 +55,8 @@ def alert_json(a: Alert) -> bytes:
     return orjson.dumps(doc)
 
 
-class IngestStage:
-    """Validates one input topic's messages and routes them to stage 2.
-
-    Also remembers the greatest valid ``occurred_at`` it has seen: the
-    watermark source that ticks carry to every stage-2 partition.
-    """
-
-    def __init__(self, settings: Settings, metrics: Metrics, send_incident_ops: SendOps,
-                 send_crime_ops: SendOps, send_deadletter: SendKeyed) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.validator = Validator.from_settings(settings)
-        self.partitions = settings.partitions
-        self.send_incident_ops = send_incident_ops
-        self.send_crime_ops = send_crime_ops
-        self.send_deadletter = send_deadletter
-        self.max_time: int | None = None
-        self._broadcast_time: int | None = None
-        self.schema = {settings.incidents_topic: INCIDENT_SCHEMA, settings.crimes_topic: CRIME_SCHEMA}
-
-    async def handle(self, topic: str, messages: list[tuple[int, int, bytes | None, bytes | None]]) -> None:
-        """``messages``: (partition, offset, key, value) read from ``topic``."""
-        now = time.time_ns() // 1000
-        schema = self.schema[topic]
-        is_incident = schema == INCIDENT_SCHEMA
-        batcher = OpBatcher(self.partitions)
-        invalid: Counter = Counter()
-        valid = 0
-        validate = self.validator.validate
-        max_time = self.max_time
-        for partition, offset, key, value in messages:
-            result = validate(schema, value or b"", now)
-            if type(result) is Rejection:
-                invalid[partition % self.partitions] += 1
-                self.metrics.deadletter.labels(topic, result.reason).inc()
-                await self.send_deadletter(key, self._deadletter(topic, partition, offset, key, value or b"", result, now))
-                continue
-            valid += 1
-            if max_time is None or result.at > max_time:
-                max_time = result.at
-            if is_incident:
-                batcher.add(result.incident_id, encode_incident(result))
-            else:
-                batcher.add(result.crime_id, encode_crime(result))
-        self.max_time = max_time
-        for p, n in invalid.items():
-            batcher.add_to(p, ["x", n])
-        self.metrics.last_received.labels(topic).set(now / 1_000_000)
-        self.metrics.events.labels(topic, "invalid").inc(sum(invalid.values()))
-        send = self.send_incident_ops if is_incident else self.send_crime_ops
-        for p, value in batcher.messages(self.max_time):
-            await send(p, value)
-
-    async def broadcast(self) -> None:
-        """Tick: give every stage-2 partition the watermark source, if it moved."""
-        if self.max_time is None or self.max_time == self._broadcast_time:
-            return
-        self._broadcast_time = self.max_time
-        tick = orjson.dumps({"t": self.max_time, "ops": []})
-        for p in range(self.partitions):
-            await self.send_incident_ops(p, tick)
-            await self.send_crime_ops(p, tick)
-
-    @staticmethod
-    def _deadletter(topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-                    rejection: Rejection, now_us: int) -> bytes:
-        doc = {"schema": "deadletter.v1", "source_topic": topic, "partition": partition, "offset": offset,
-               "key": None if key is None else key.decode("utf-8", "replace"),
-               "reason": rejection.reason, "detail": rejection.detail, "received_at": format_time(now_us)}
-        try:
-            doc["payload"] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            doc["payload"] = base64.b64encode(value).decode("ascii")
-            doc["payload_encoding"] = "base64"
-        return orjson.dumps(doc)
-
-
 class _PartitionedStage:
-    """Common part of the two stage-2 stages: one ledger per owned partition,
+    """Common part of the partitioned stages: one ledger per owned partition,
     rebuilt from the table after a (re)assignment, persisted after each batch."""
 
     state_cls: type = IncidentState
@@ -147,9 +70,15 @@ class _PartitionedStage:
         self.partitions = settings.partitions
         self.ledgers: dict[int, object] = {}
         self.dirty: set[int] = set()
+        self._pending: set[int] = set()
+        self._t: int | None = None
 
     def new_ledger(self):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def partition_of(self, key: str) -> int:
+        """The partition a table key belongs to (the key is the routing id)."""
+        return partition_for(key, self.partitions)
 
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -165,7 +94,7 @@ class _PartitionedStage:
         ledger = self.new_ledger()
         states = {}
         for key, value in list(self.table.items()):
-            if key.startswith(META_PREFIX) or partition_for(key, self.partitions) != p:
+            if key.startswith(META_PREFIX) or self.partition_of(key) != p:
                 continue
             states[key] = self.state_cls.from_json(value)
         meta = self.table.get(f"{META_PREFIX}{p}")
@@ -174,12 +103,44 @@ class _PartitionedStage:
         self.dirty.add(p)
         return ledger
 
-    async def persist(self, p: int, ledger, touched: set, evicted: set, states: dict) -> None:
-        changes = [(key, states[key].to_json()) for key in touched if key in states]
-        changes.extend((key, None) for key in evicted)
-        changes.append((f"{META_PREFIX}{p}", ledger.meta()))
-        await self.write(p, changes)
-        self.dirty.add(p)
+    # Two phases, so that a batch of op messages costs one changelog write per
+    # touched key and partition, and one message per output partition:
+    # ``apply`` each message (pure), then ``finish`` once (persist + publish).
+
+    def apply(self, p: int, value: bytes) -> None:
+        """Apply one op message for partition ``p`` to its ledger."""
+        ledger = self.ledger(p)
+        msg = loads(value)
+        t = msg["t"]
+        if t is not None:
+            ledger.observe(t)
+            if self._t is None or t > self._t:
+                self._t = t
+        self.apply_ops(ledger, msg["ops"])
+        self._pending.add(p)
+
+    async def finish(self) -> None:
+        """Persist what the applied messages changed, then publish what they caused."""
+        pending, self._pending = self._pending, set()
+        for p in sorted(pending):
+            await self.write(p, self.collect(self.ledgers[p]) + [(f"{META_PREFIX}{p}", self.ledgers[p].meta())])
+            self.dirty.add(p)
+        await self.publish(self._t)
+
+    async def handle(self, p: int, value: bytes) -> None:
+        """One message alone: apply and finish."""
+        self.apply(p, value)
+        await self.finish()
+
+    def apply_ops(self, ledger, ops: list) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def collect(self, ledger) -> list:  # pragma: no cover - abstract
+        """Drain the ledger: keep its outputs, return its table changes."""
+        raise NotImplementedError
+
+    async def publish(self, t: int | None) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 class IncidentStage(_PartitionedStage):
@@ -192,41 +153,35 @@ class IncidentStage(_PartitionedStage):
         super().__init__(settings, metrics, table, write)
         self.send_alert = send_alert
         self.send_crime_ops = send_crime_ops
-        self.topic = settings.incidents_topic
+        self._alerts: list[Alert] = []
+        self._notices = OpBatcher(self.partitions)
 
     def new_ledger(self) -> IncidentLedger:
         return IncidentLedger(self.params, frozenset(self.settings.districts))
 
-    async def handle(self, p: int, value: bytes) -> None:
-        """Apply one op batch for partition ``p``; persist, then publish what it caused."""
-        ledger: IncidentLedger = self.ledger(p)  # a fresh load leaves due-but-unsent alerts in changes
-        msg = loads(value)
-        valid = duplicate = 0
-        if msg["t"] is not None:
-            ledger.observe(msg["t"])
-        for op in msg["ops"]:
-            tag = op[0]
-            if tag == "i":
-                if ledger.apply(decode_incident(op)):
-                    valid += 1
-                else:
-                    duplicate += 1
-            elif tag == "l":
+    def apply_ops(self, ledger: IncidentLedger, ops: list) -> None:
+        # (a freshly loaded ledger holds due-but-unsent alerts in its changes)
+        for op in ops:
+            if op[0] == "i":
+                ledger.apply(decode_incident(op))
+            else:  # "l"
                 ledger.link(op[1], op[2], op[3])
-            elif tag == "x":
-                ledger.counts["invalid"] += op[1]
+
+    def collect(self, ledger: IncidentLedger) -> list:
         ch = ledger.drain()
-        if valid:
-            self.metrics.events.labels(self.topic, "valid").inc(valid)
-        if duplicate:
-            self.metrics.events.labels(self.topic, "duplicate").inc(duplicate)
         self.metrics.observe_transitions(ch.transitions)
-        await self.persist(p, ledger, ch.touched - ch.evicted, ch.evicted, ledger.incidents)
-        await self._publish(ch.alerts)
-        notices = OpBatcher(self.partitions)
+        self._alerts.extend(ch.alerts)
         for crime_id, incident_id in ch.notices:
-            notices.add(crime_id, ["s", crime_id, incident_id])
-        for target, payload in notices.messages(None):
+            self._notices.add(crime_id, ["s", crime_id, incident_id])
+        states = ledger.incidents
+        changes = [(key, states[key].to_json()) for key in ch.touched - ch.evicted if key in states]
+        changes.extend((key, None) for key in ch.evicted)
+        return changes
+
+    async def publish(self, t: int | None) -> None:
+        alerts, self._alerts = self._alerts, []
+        await self._publish(alerts)
+        for target, payload in self._notices.messages(None):
             await self.send_crime_ops(target, payload)
 
     async def _publish(self, alerts: list[Alert]) -> None:
@@ -236,9 +191,7 @@ class IncidentStage(_PartitionedStage):
 
     def parts(self, p: int) -> AuditParts:
         ledger: IncidentLedger = self.ledgers[p]
-        return AuditParts(incident_keys=Counter(ledger.agg),
-                          events={"incidents": Counter(ledger.counts), "crimes": Counter()},
-                          max_time=ledger.max_time)
+        return AuditParts(incident_keys=Counter(ledger.agg), max_time=ledger.max_time)
 
     def open_incidents(self, p: int) -> list[dict]:
         """Overdue, at-risk and pending incidents of one partition, for ``/incidents``."""
@@ -264,45 +217,104 @@ class CrimeStage(_PartitionedStage):
                  send_incident_ops: SendOps) -> None:
         super().__init__(settings, metrics, table, write)
         self.send_incident_ops = send_incident_ops
-        self.topic = settings.crimes_topic
+        self._links = OpBatcher(self.partitions)
 
     def new_ledger(self) -> CrimeLedger:
         return CrimeLedger(self.params)
 
-    async def handle(self, p: int, value: bytes) -> None:
-        """Apply one op batch for partition ``p``; persist, then send the links it caused."""
-        ledger: CrimeLedger = self.ledger(p)
-        msg = loads(value)
-        valid = duplicate = 0
-        if msg["t"] is not None:
-            ledger.observe(msg["t"])
-        for op in msg["ops"]:
-            tag = op[0]
-            if tag == "c":
-                if ledger.apply(decode_crime(op)):
-                    valid += 1
-                else:
-                    duplicate += 1
-            elif tag == "s":
+    def apply_ops(self, ledger: CrimeLedger, ops: list) -> None:
+        for op in ops:
+            if op[0] == "c":
+                ledger.apply(decode_crime(op))
+            else:  # "s"
                 ledger.notice(op[1], op[2])
-            elif tag == "x":
-                ledger.counts["invalid"] += op[1]
+
+    def collect(self, ledger: CrimeLedger) -> list:
         ch = ledger.drain()
-        if valid:
-            self.metrics.events.labels(self.topic, "valid").inc(valid)
-        if duplicate:
-            self.metrics.events.labels(self.topic, "duplicate").inc(duplicate)
         if ch.cancellations:
             self.metrics.observe_cancellations(ch.cancellations)
-        await self.persist(p, ledger, ch.touched - ch.evicted, ch.evicted, ledger.crimes)
-        links = OpBatcher(self.partitions)
         for incident_id, crime_id, recorded_at in ch.links:
-            links.add(incident_id, ["l", incident_id, crime_id, recorded_at])
-        for target, payload in links.messages(msg["t"]):
+            self._links.add(incident_id, ["l", incident_id, crime_id, recorded_at])
+        states = ledger.crimes
+        changes = [(key, states[key].to_json()) for key in ch.touched - ch.evicted if key in states]
+        changes.extend((key, None) for key in ch.evicted)
+        return changes
+
+    async def publish(self, t: int | None) -> None:
+        for target, payload in self._links.messages(t):
             await self.send_incident_ops(target, payload)
 
     def parts(self, p: int) -> AuditParts:
         ledger: CrimeLedger = self.ledgers[p]
-        return AuditParts(crimes=Counter(ledger.totals()),
-                          events={"incidents": Counter(), "crimes": Counter(ledger.counts)},
+        return AuditParts(crimes=Counter(ledger.totals()), max_time=ledger.max_time)
+
+
+class DedupeStage(_PartitionedStage):
+    """Keeps the event ids of its partitions; forwards first copies to the
+    incident and crime stages; owns the event counts (contract §2).
+
+    Table keys are ``"<side>:<event_id>"`` -> ``occurred_at``.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics, table: Mapping, write: WriteTable,
+                 send_incident_ops: SendOps, send_crime_ops: SendOps) -> None:
+        super().__init__(settings, metrics, table, write)
+        self.send_incident_ops = send_incident_ops
+        self.send_crime_ops = send_crime_ops
+        self.topic = {"incidents": settings.incidents_topic, "crimes": settings.crimes_topic}
+        self._incidents = OpBatcher(self.partitions)
+        self._crimes = OpBatcher(self.partitions)
+
+    def new_ledger(self) -> EventIds:
+        return EventIds(self.params)
+
+    def partition_of(self, key: str) -> int:
+        return partition_for(key.split(":", 1)[1], self.partitions)
+
+    def _load(self, p: int) -> EventIds:
+        ledger = self.new_ledger()
+        ids = {}
+        for key, value in list(self.table.items()):
+            if not key.startswith(META_PREFIX) and self.partition_of(key) == p:
+                side, event_id = key.split(":", 1)
+                ids[(side, event_id)] = value
+        ledger.load(ids, self.table.get(f"{META_PREFIX}{p}"))
+        logger.info("partition %d: loaded %d event ids from the table", p, len(ids))
+        self.dirty.add(p)
+        return ledger
+
+    def apply_ops(self, ledger: EventIds, ops: list) -> None:
+        counts = ledger.counts
+        before = {side: (c["valid"], c["duplicate"]) for side, c in counts.items()}
+        for op in ops:
+            tag = op[0]
+            if tag == "i":
+                if ledger.claim("incidents", op[1], op[4]):
+                    self._incidents.add(op[3], op)
+            elif tag == "c":
+                if ledger.claim("crimes", op[1], op[4]):
+                    self._crimes.add(op[3], op)
+            else:  # ["x", side, n]
+                ledger.invalid(op[1], op[2])
+        for side, (valid, duplicate) in before.items():
+            if counts[side]["valid"] != valid:
+                self.metrics.events.labels(self.topic[side], "valid").inc(counts[side]["valid"] - valid)
+            if counts[side]["duplicate"] != duplicate:
+                self.metrics.events.labels(self.topic[side], "duplicate").inc(counts[side]["duplicate"] - duplicate)
+
+    def collect(self, ledger: EventIds) -> list:
+        added, removed = ledger.drain()
+        changes = [(f"{side}:{event_id}", at) for side, event_id, at in added]
+        changes.extend((f"{side}:{event_id}", None) for side, event_id in removed)
+        return changes
+
+    async def publish(self, t: int | None) -> None:
+        for target, payload in self._incidents.messages(t):
+            await self.send_incident_ops(target, payload)
+        for target, payload in self._crimes.messages(t):
+            await self.send_crime_ops(target, payload)
+
+    def parts(self, p: int) -> AuditParts:
+        ledger: EventIds = self.ledgers[p]
+        return AuditParts(events={side: Counter(c) for side, c in ledger.counts.items()},
                           max_time=ledger.max_time)
