@@ -31,6 +31,7 @@ from ..metrics import LedgerCollector, Metrics
 from ..summary import AuditParts, build_audit
 from .intake import Intake
 from .outbox import Outbox, TableWriter
+from .tuning import shorten_fetch_wait
 from .ingest import IngestStage
 from .stages import CrimeStage, DedupeStage, IncidentStage
 
@@ -48,6 +49,7 @@ class Monitor:
 
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings
+        shorten_fetch_wait()
         self.metrics = Metrics()
         self.started_at = time.time()
         self.app = app = faust.App(
