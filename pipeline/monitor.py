@@ -1,5 +1,5 @@
-"""The whole decision pipeline in one process: validate, crime ledger,
-incident ledger, wired by direct calls instead of topics.
+"""The whole decision pipeline in one process: validate, event ids (duplicates),
+crime ledger, incident ledger, wired by direct calls instead of topics.
 
 The offline audit (``cdiwatch audit FILE``) and the property tests use this;
 the stream layer wires the same three pieces through Kafka topics instead
@@ -23,7 +23,8 @@ __all__ = ["Monitor"]
 
 
 class Monitor:
-    """Feeds raw messages through validation and both ledgers (single process).
+    """Feeds raw messages through validation, the event-id store and both
+    ledgers (single process).
 
     Responsibilities: route by topic, count each message's outcome, forward
     crime links and seen notices between the ledgers, keep the alerts if asked.
