@@ -28,8 +28,33 @@ SAMPLE = SHARED / "sample" / "capture.jsonl"
 EXPECTED_AUDIT = SHARED / "sample" / "expected-audit.json"
 WAIT = 90.0
 
-__all__ = ["Processes", "get_json", "http_ok", "log_tail", "worker_env", "read_topics", "assert_same_audit",
+__all__ = ["load_module", "require_binary", "Processes", "get_json", "http_ok", "log_tail", "worker_env", "read_topics", "assert_same_audit",
            "same_audit", "ROOT", "SAMPLE", "EXPECTED_AUDIT"]
+
+
+def load_module(name: str, path: Path):
+    """Import a script that is not in a package (deploy/ generators and helpers)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def require_binary(*binaries: str, package: str) -> str:
+    """Path of the first binary found; a failure in CI (env CI), a skip elsewhere."""
+    import shutil
+
+    for binary in binaries:
+        path = shutil.which(binary)
+        if path:
+            return path
+    msg = f"{' or '.join(binaries)} not found (Debian: apt-get install {package})"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
 
 
 def assert_same_audit(got: dict, expected: dict) -> None:

@@ -10,18 +10,16 @@ amtool / prometheus-alertmanager missing: fail when ``CI`` is set, else skip.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from support import require_binary, load_module
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,26 +27,14 @@ CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-names = _load("cdiwatch_promql_names", ROOT / "deploy" / "prometheus" / "promql_names.py")
+names = load_module("cdiwatch_promql_names", ROOT / "deploy" / "prometheus" / "promql_names.py")
+
 
 
 def require(*binaries: str) -> str:
-    for binary in binaries:
-        path = shutil.which(binary)
-        if path:
-            return path
-    msg = f"{' or '.join(binaries)} not found (Debian: apt-get install prometheus-alertmanager)"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    return require_binary(*binaries, package="prometheus-alertmanager")
 
 
 def config() -> dict:

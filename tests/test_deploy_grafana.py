@@ -9,16 +9,16 @@ the issue asks for are there.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from support import load_module
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,16 +26,10 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "cdiwatch.json"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-names = _load("cdiwatch_promql_names", ROOT / "deploy" / "prometheus" / "promql_names.py")
-builder = _load("cdiwatch_build_dashboard", GRAFANA / "build_dashboard.py")
+names = load_module("cdiwatch_promql_names", ROOT / "deploy" / "prometheus" / "promql_names.py")
+builder = load_module("cdiwatch_build_dashboard", GRAFANA / "build_dashboard.py")
 
 # Grafana's built-in variables, replaced by plausible values before parsing.
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "30s", "$__range": "1h", "$category": ".*", "$district": ".*"}

@@ -10,15 +10,15 @@ promtool missing: the tests fail when ``CI`` is set and skip otherwise.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from support import load_module
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,16 +36,10 @@ ISSUE_ALERTS = {
 }
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-names = _load("cdiwatch_promql_names", PROM / "promql_names.py")
-generator = _load("cdiwatch_generate_recording_rules", PROM / "generate_recording_rules.py")
+names = load_module("cdiwatch_promql_names", PROM / "promql_names.py")
+generator = load_module("cdiwatch_generate_recording_rules", PROM / "generate_recording_rules.py")
 
 
 def require(binary: str) -> str:

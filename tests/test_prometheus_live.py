@@ -25,11 +25,9 @@ Binaries missing: fail when ``CI`` is set, skip otherwise.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -45,7 +43,7 @@ import yaml
 from pipeline.broker import free_port
 from pipeline.config import Settings
 from pipeline.replay import BrokerUnreachable, replay
-from support import Processes, get_json, http_ok
+from support import require_binary, load_module, Processes, get_json, http_ok
 
 pytestmark = pytest.mark.integration
 
@@ -56,26 +54,14 @@ FEED_SILENT_SECONDS = 6  # overlay threshold (the real one is 30 minutes)
 WAIT = 45.0              # upper bound of each wait below
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-sink_module = _load("cdiwatch_alert_sink", DEPLOY / "alertmanager" / "alert_sink.py")
+sink_module = load_module("cdiwatch_alert_sink", DEPLOY / "alertmanager" / "alert_sink.py")
+
 
 
 def require(*binaries: str) -> str:
-    for binary in binaries:
-        path = shutil.which(binary)
-        if path:
-            return path
-    msg = f"{' or '.join(binaries)} not found (Debian: apt-get install prometheus prometheus-alertmanager)"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    return require_binary(*binaries, package="prometheus prometheus-alertmanager")
 
 
 # ----------------------------------------------------------------- overlays derived from deploy/
