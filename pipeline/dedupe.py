@@ -33,6 +33,7 @@ class EventIds:
         self.retention = params.recording_deadline + 2 * params.state_retention
         self.seen: dict[str, dict[str, int]] = {t: {} for t in TOPICS}
         self.counts: dict[str, Counter] = {t: Counter(valid=0, duplicate=0, invalid=0) for t in TOPICS}
+        self.evicted: Counter = Counter()  # forgotten ids per topic: still counted as valid
         self.max_time: int | None = None
         self._heap: list[tuple[int, str, str]] = []
         self.added: list[tuple[str, str, int]] = []    # (topic, event_id, at) since the last drain
@@ -73,6 +74,7 @@ class EventIds:
             _due, topic, event_id = heapq.heappop(heap)
             if self.seen[topic].pop(event_id, None) is not None:
                 self.removed.append((topic, event_id))
+                self.evicted[topic] += 1
 
     def drain(self) -> tuple[list, list]:
         """Ids added and evicted since the last drain (for persistence)."""
@@ -82,13 +84,26 @@ class EventIds:
 
     # ------------------------------------------------------------- persistence
     def load(self, ids: dict[tuple[str, str], int], meta: dict | None) -> None:
+        """Rebuild from persisted ids and meta.
+
+        ``valid`` is derived (ids held + ids evicted), not read from the meta:
+        the ids are the truth, so a crash between writing ids and writing the
+        meta cannot lose a valid count. Duplicate and invalid counts come from
+        the meta (messages re-read after a crash count again anyway).
+        """
         if meta:
             self.max_time = meta.get("max_time")
+            self.evicted.update(meta.get("evicted", {}))
             for topic in TOPICS:
-                self.counts[topic].update(meta.get("counts", {}).get(topic, {}))
+                c = meta.get("counts", {}).get(topic, {})
+                self.counts[topic]["duplicate"] = c.get("duplicate", 0)
+                self.counts[topic]["invalid"] = c.get("invalid", 0)
         for (topic, event_id), at in ids.items():
             self.seen[topic][event_id] = at
             heapq.heappush(self._heap, (at + self.retention, topic, event_id))
+        for topic in TOPICS:
+            self.counts[topic]["valid"] = len(self.seen[topic]) + self.evicted[topic]
 
     def meta(self) -> dict:
-        return {"max_time": self.max_time, "counts": {t: dict(c) for t, c in self.counts.items()}}
+        return {"max_time": self.max_time, "evicted": dict(self.evicted),
+                "counts": {t: {"duplicate": c["duplicate"], "invalid": c["invalid"]} for t, c in self.counts.items()}}

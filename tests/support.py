@@ -152,6 +152,15 @@ class Processes:
         self.tmp = tmp
         self.broker = broker  # a LocalBroker started elsewhere: watched and reported, not stopped here
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        self.killed: set[str] = set()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process on purpose (a crash test): its exit is not a failure."""
+        for n, proc, _log in self.procs:
+            if n == name and proc.poll() is None:
+                self.killed.add(name)
+                proc.kill()
+                proc.wait(timeout=10)
 
     def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
         log = self.tmp / f"{name}.log"
@@ -176,7 +185,7 @@ class Processes:
             if result:
                 return result
             for name, proc, _log in self.procs:
-                if proc.poll() is not None and proc.returncode not in (0, -15):
+                if proc.poll() is not None and proc.returncode not in (0, -15) and name not in self.killed:
                     pytest.fail(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.logs()}")
             if self.broker is not None and not self.broker.running:
                 pytest.fail(f"the broker exited while waiting for {what}\n{self.logs()}")

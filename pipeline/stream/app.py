@@ -140,7 +140,7 @@ class Monitor:
             async for events in stream.take_events(64, within=0.01):
                 for event in events:
                     stage.apply(event.message.partition, event.message.value)
-                await stage.finish()
+                await stage.finish(self.outbox.flush)
                 await self.outbox.flush()
 
         @app.agent(self.event_ops, name="dedupe-stage")

@@ -119,13 +119,24 @@ class _PartitionedStage:
         self.apply_ops(ledger, msg["ops"])
         self._pending.add(p)
 
-    async def finish(self) -> None:
-        """Persist what the applied messages changed, then publish what they caused."""
+    async def finish(self, flush: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Publish what the applied messages caused, then persist what they changed.
+
+        Outputs first, state second (with ``flush`` — wait for the broker's
+        acknowledgements — in between): a crash between the two repeats
+        outputs on recovery (alerts carry their id; links, notices and
+        forwarded events are idempotent downstream), it never loses one.
+        The caller flushes again before faust commits the input.
+        """
         pending, self._pending = self._pending, set()
-        for p in sorted(pending):
-            await self.write(p, self.collect(self.ledgers[p]) + [(f"{META_PREFIX}{p}", self.ledgers[p].meta())])
-            self.dirty.add(p)
+        changes = {p: self.collect(self.ledgers[p]) + [(f"{META_PREFIX}{p}", self.ledgers[p].meta())]
+                   for p in sorted(pending)}
         await self.publish(self._t)
+        if flush is not None:
+            await flush()
+        for p, table_changes in changes.items():
+            await self.write(p, table_changes)
+            self.dirty.add(p)
 
     async def handle(self, p: int, value: bytes) -> None:
         """One message alone: apply and finish."""
