@@ -7,7 +7,7 @@ per message. The pydantic models stay the published contract (``schemas/``)
 and ``tests/test_events.py`` proves both accept and reject the same inputs.
 
 Every rejection carries one deadletter ``reason`` code and a human ``detail``.
-Events inside the core are slotted dataclasses holding integer microseconds
+Events inside the core are NamedTuples holding integer microseconds
 since the Unix epoch (exact, unlike floats, so watermarks round-trip).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import orjson
 
@@ -70,9 +70,12 @@ def format_time(us: int | None) -> str | None:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
-@dataclass(slots=True)
-class IncidentEvent:
-    """A valid ``incident.v1`` event. ``at`` is ``occurred_at`` in µs."""
+class IncidentEvent(NamedTuple):
+    """A valid ``incident.v1`` event. ``at`` is ``occurred_at`` in µs.
+
+    A NamedTuple (one is made per event, on every stage): its field order is
+    also the layout of the internal op message (``stream/ops.py``).
+    """
 
     event_id: str
     kind: str  # opened | reclassified | closed
@@ -86,9 +89,8 @@ class IncidentEvent:
     flags: tuple[str, ...] = ()
 
 
-@dataclass(slots=True)
-class CrimeEvent:
-    """A valid ``crime.v1`` event. ``at`` is ``occurred_at`` in µs."""
+class CrimeEvent(NamedTuple):
+    """A valid ``crime.v1`` event. ``at`` is ``occurred_at`` in µs (op layout as above)."""
 
     event_id: str
     kind: str  # recorded | linked | cancelled

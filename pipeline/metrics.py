@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .ledger import RECORDED_STATUSES, REQUIRED_STATUSES, Transition
-from .rules import AT_RISK, EXEMPT, OVERDUE, PENDING
+from .rules import AT_RISK, EXEMPT, LATE, OVERDUE, PENDING
 
 __all__ = ["Metrics", "LedgerCollector"]
 
@@ -74,7 +74,11 @@ class Metrics:
                 self.recorded.labels(category, district, status).inc()
                 if t.delay_s is not None:
                     self.delay.labels(category).observe(t.delay_s)
-            if status == OVERDUE and old_status != OVERDUE:
+            # Breached: the deadline passed with no record. Usually seen as the
+            # move to overdue; a record that arrives already late without the
+            # incident having been seen overdue (lateness, batching) breached too.
+            if (status == OVERDUE and old_status != OVERDUE) or \
+                    (status == LATE and old_status not in (OVERDUE, LATE)):
                 self.breached.labels(category, district, channel).inc()
             if status == EXEMPT and old_status != EXEMPT:
                 self.exempt.labels(category, reason).inc()

@@ -137,7 +137,7 @@ class Monitor:
             # their changelogs to explicit partitions, so a batch may mix
             # partitions; faust acks the batch only after the body (and so the
             # flush) is done, which keeps delivery at least once.
-            async for events in stream.take_events(64, within=0.01):
+            async for events in stream.take_events(256, within=0.01):
                 for event in events:
                     stage.apply(event.message.partition, event.message.value)
                 await stage.finish(self.outbox.flush)

@@ -50,20 +50,19 @@ def partition_for(key: str, partitions: int) -> int:
 
 
 def encode_incident(e: IncidentEvent) -> list:
-    return ["i", e.event_id, e.kind, e.incident_id, e.at, e.category, e.disposition,
-            e.reported_at, e.channel, e.district, list(e.flags)]
+    return ["i", *e]  # the NamedTuple's field order is the op layout
 
 
 def decode_incident(op: list) -> IncidentEvent:
-    return IncidentEvent(op[1], op[2], op[3], op[4], op[5], op[6], op[7], op[8], op[9], tuple(op[10]))
+    return IncidentEvent._make(op[1:])
 
 
 def encode_crime(e: CrimeEvent) -> list:
-    return ["c", e.event_id, e.kind, e.crime_id, e.at, list(e.incident_ids), e.category, e.reason]
+    return ["c", *e]
 
 
 def decode_crime(op: list) -> CrimeEvent:
-    return CrimeEvent(op[1], op[2], op[3], op[4], tuple(op[5]), op[6], op[7])
+    return CrimeEvent._make(op[1:])
 
 
 class OpBatcher:

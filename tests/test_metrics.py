@@ -1,0 +1,57 @@
+"""Ledger transitions -> cdi_* samples (contract §4)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from prometheus_client import generate_latest
+
+from pipeline.ledger import Transition
+from pipeline.metrics import LedgerCollector, Metrics
+
+
+def key(status, category="rape", district="Medway", channel="999", reason=None):
+    return (status, category, district, channel, reason)
+
+
+def value(m: Metrics, name: str, **labels) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_each_incident_is_required_recorded_and_breached_once():
+    m = Metrics()
+    m.observe_transitions([
+        Transition("A", None, key("pending")),
+        Transition("A", key("pending"), key("at_risk")),
+        Transition("A", key("at_risk"), key("overdue")),
+        Transition("A", key("overdue"), key("late"), delay_s=30 * 3600),
+        Transition("B", None, key("on_time"), delay_s=60),
+        Transition("C", key("pending"), key("late"), delay_s=26 * 3600),  # late, never seen overdue
+    ])
+    labels = {"category": "rape", "district": "Medway", "channel": "999"}
+    assert value(m, "cdi_incidents_required_total", **labels) == 3
+    assert value(m, "cdi_incidents_breached_total", **labels) == 2  # A and C, once each
+    assert value(m, "cdi_incidents_recorded_total", category="rape", district="Medway", timeliness="late") == 2
+    assert value(m, "cdi_incidents_recorded_total", category="rape", district="Medway", timeliness="on_time") == 1
+    assert value(m, "cdi_recording_delay_seconds_count", category="rape") == 3
+
+
+def test_exemptions_and_cancellations_have_their_reasons():
+    m = Metrics()
+    m.observe_transitions([Transition("D", key("pending"), key("exempt", reason="no_crime"))])
+    m.observe_cancellations([None, "duplicate"])
+    assert value(m, "cdi_incidents_exempt_total", category="rape", reason="no_crime") == 1
+    assert value(m, "cdi_crimes_cancelled_total", reason="none") == 1
+    assert value(m, "cdi_crimes_cancelled_total", reason="duplicate") == 1
+
+
+def test_state_gauges_come_from_the_owned_ledgers_at_scrape_time():
+    agg = Counter({key("overdue"): 2, key("at_risk"): 1, key("pending"): 3, key("on_time"): 9})
+    m = Metrics()
+    m.registry.register(LedgerCollector(lambda: (agg, 1_800_000_000_000_000)))
+    assert value(m, "cdi_incidents_overdue", category="rape", district="Medway", channel="999") == 2
+    assert value(m, "cdi_incidents_pending", category="rape", district="Medway") == 4  # at risk included
+    assert value(m, "cdi_incidents_at_risk", category="rape", district="Medway") == 1
+    assert value(m, "cdi_watermark_timestamp_seconds") == 1_800_000_000.0
+    text = generate_latest(m.registry).decode()
+    assert "_created" not in text
