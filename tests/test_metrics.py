@@ -26,6 +26,7 @@ def test_each_incident_is_required_recorded_and_breached_once():
         Transition("A", key("at_risk"), key("overdue")),
         Transition("A", key("overdue"), key("late"), delay_s=30 * 3600),
         Transition("B", None, key("on_time"), delay_s=60),
+        Transition("C", None, key("pending")),
         Transition("C", key("pending"), key("late"), delay_s=26 * 3600),  # late, never seen overdue
     ])
     labels = {"category": "rape", "district": "Medway", "channel": "999"}
