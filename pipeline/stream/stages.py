@@ -9,9 +9,10 @@
 - :class:`CrimeStage` (crime-ops): one :class:`~pipeline.crimes.CrimeLedger` per
   owned partition; sends crime links to the incidents they name.
 
-(The ingest stage, before them, is ``ingest.py``.) They hold no faust objects: the app hands them a table (any mutable mapping
-whose writes are persisted, i.e. a faust ``Table``) and async ``send``
-callables. That keeps this file readable and testable without a broker.
+The ingest stage, before them, is ``ingest.py``. These hold no faust objects:
+the app hands them a table to read (a faust ``Table``), a ``write`` callable
+that persists changes to it, and async ``send`` callables. That keeps this
+file readable and testable without a broker (``tests/test_stages.py``).
 """
 
 from __future__ import annotations
