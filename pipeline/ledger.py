@@ -295,13 +295,15 @@ class IncidentLedger:
             if key is not None:
                 agg[key] = agg.get(key, 0) + 1
             st.key = key
-            delay = None
-            if status in RECORDED_STATUSES and (old is None or old[0] not in RECORDED_STATUSES):
-                delay = max(0, a.recorded_at - a.required_since) / 1_000_000
-            out.transitions.append(Transition(incident_id, old, key, delay))
-            if a is not None:
-                self._alerts(incident_id, st, a, status, out)
-        out.touched.add(incident_id)
+            if not self.deferred:  # an offline audit publishes neither metrics nor alerts
+                delay = None
+                if status in RECORDED_STATUSES and (old is None or old[0] not in RECORDED_STATUSES):
+                    delay = max(0, a.recorded_at - a.required_since) / 1_000_000
+                out.transitions.append(Transition(incident_id, old, key, delay))
+                if a is not None:
+                    self._alerts(incident_id, st, a, status, out)
+        if not self.deferred:
+            out.touched.add(incident_id)
         due = next_change(a, status, p) if a is not None else None
         timer = evict_at if due is None else min(due, evict_at)
         if timer != st.timer:

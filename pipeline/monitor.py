@@ -114,7 +114,7 @@ class Monitor:
             if self.keep_alerts:
                 self.alerts.extend(changes.alerts)
             changes.alerts.clear()
-        if len(changes.transitions) > 1024 or len(changes.touched) > 1024:
+        if len(changes.transitions) > 1024 or len(changes.touched) > 1024 or len(changes.evicted) > 1024:
             self.incidents.drain()  # nobody publishes offline: don't let them pile up
         if len(self.crimes.changes.touched) > 1024:
             self.crimes.drain()
