@@ -32,5 +32,7 @@ def test_demo_prints_urls_and_live_alerts_then_stops_everything(tansu_binary, tm
     # ago are overdue, the next 4 h at risk
     assert "OVERDUE" in out and "AT RISK" in out, out[-3000:]
     assert "stopped the worker and the broker" in out
-    with socket.socket() as s:  # the worker is gone: its web port is free again
+    with socket.socket() as s:  # the worker is gone: nothing listens on its web port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (closed connections may linger)
         s.bind(("127.0.0.1", port))
+        s.listen()
