@@ -59,7 +59,7 @@ def ensure_worker_topics(s: Settings) -> None:
 def run(args, settings: Settings) -> int:
     import faust  # noqa: F401  (import here: offline commands never pay for it)
 
-    from .stream.app import Monitor
+    from .stream.app import WorkerApp
 
     _configure_logging(settings.log_level)
     try:
@@ -67,7 +67,7 @@ def run(args, settings: Settings) -> int:
     except Exception as exc:  # unreachable broker, bad address...
         print(f"cdiwatch worker: cannot prepare topics on {settings.broker}: {exc}", file=sys.stderr)
         return 2
-    monitor = Monitor(settings)
+    monitor = WorkerApp(settings)
     # The ledgers keep hundreds of thousands of small long-lived objects; with
     # the default thresholds the cyclic collector rescans them over and over.
     # Collect young objects less often (cycles are still collected).

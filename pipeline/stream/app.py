@@ -35,12 +35,12 @@ from .tuning import shorten_fetch_wait
 from .ingest import IngestStage
 from .stages import CrimeStage, DedupeStage, IncidentStage
 
-__all__ = ["Monitor", "create_monitor"]
+__all__ = ["WorkerApp"]
 
 logger = logging.getLogger(__name__)
 
 
-class Monitor:
+class WorkerApp:
     """One worker's faust app plus the stages it drives.
 
     Responsibilities: declare topics/tables/agents; route faust callbacks to the
@@ -257,7 +257,3 @@ class Monitor:
         if not app.tables.recovery.completed.is_set() or app.in_recovery:
             return False, "recovering table state"
         return True, f"consuming {len(assignment)} partitions"
-
-
-def create_monitor(settings: Settings) -> Monitor:
-    return Monitor(settings)

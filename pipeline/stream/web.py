@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import Monitor
+    from .app import WorkerApp
 
 __all__ = ["register_views"]
 
 STATUSES = ("overdue", "at_risk", "pending")
 
 
-def register_views(monitor: "Monitor") -> None:
+def register_views(monitor: "WorkerApp") -> None:
     app = monitor.app
     page_html = resources.files("pipeline.stream").joinpath("page.html").read_bytes()
 
