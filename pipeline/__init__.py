@@ -1,8 +1,15 @@
 """cdiwatch: live crime-data integrity monitoring.
 
-The decision core (``events``, ``rules``, ``ledger``) is pure and synchronous;
-the stream layer (``worker`` and friends) wraps it in faust. Offline commands
-import only the core.
+Packages, from the inside out (docs/architecture.md):
+
+- :mod:`pipeline.core`: the decision rules, pure (no Kafka, no clock, no I/O);
+- :mod:`pipeline.contract`: the published models and JSON Schemas;
+- :mod:`pipeline.capture`: capture files; :mod:`pipeline.simulation`: a simulated force;
+- :mod:`pipeline.report`: the registrar's report;
+- :mod:`pipeline.kafka`: client settings, topics, admin, the local broker;
+- :mod:`pipeline.stream`: the worker (faust app, consumer group, changelogs, views, HTTP);
+- :mod:`pipeline.commands`: the ``cdiwatch`` command line;
+- :mod:`pipeline.settings`: the one settings object.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

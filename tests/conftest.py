@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from pipeline.broker import INSTALL_HINT, BrokerNotInstalled, LocalBroker, resolve_binary
+from pipeline.kafka.local import INSTALL_HINT, BrokerNotInstalled, LocalBroker, resolve_binary
 
 __all__ = ["tansu_binary", "broker", "fresh_broker"]
 

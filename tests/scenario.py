@@ -21,9 +21,9 @@ from typing import Any, Iterable
 
 import orjson
 
-from pipeline.config import Settings
-from pipeline.events import parse_time
-from pipeline.monitor import Monitor
+from pipeline.settings import Settings
+from pipeline.core.times import parse_time
+from pipeline.core.monitor import Monitor
 
 __all__ = ["T0", "US", "HOUR", "MINUTE", "NOW", "iso", "us", "Scenario",
            "opened", "reclassified", "closed", "recorded", "linked", "cancelled",
@@ -127,7 +127,7 @@ class Scenario:
 
     def __init__(self, settings: Settings | None = None, now: int = NOW) -> None:
         self.settings = settings or Settings()
-        self.monitor = Monitor(self.settings, keep_alerts=True)
+        self.monitor = Monitor(self.settings.core(), keep_alerts=True)
         self.now = now
 
     # -------------------------------------------------------------- feeding
@@ -181,7 +181,7 @@ class Scenario:
         return self.monitor.incidents.incidents[incident_id]
 
     def assessment(self, incident_id: str):
-        return self.monitor.incidents.assessment(self.state(incident_id))
+        return self.monitor.incidents.assess(self.state(incident_id))
 
     def exempt_reason(self, incident_id: str) -> str | None:
         st = self.monitor.incidents.incidents[incident_id]

@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections import deque
 
-from pipeline.config import Settings
+from pipeline.settings import Settings
 from pipeline.metrics import Metrics
 from pipeline.stream.ingest import IngestStage
 from pipeline.stream.stages import CrimeStage, DedupeStage, IncidentStage

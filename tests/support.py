@@ -19,17 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import free_port
-from pipeline.events import parse_time
+from pipeline.kafka.local import free_port
+from pipeline.core.times import parse_time
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SAMPLE = SHARED / "sample" / "capture.jsonl"
-EXPECTED_AUDIT = SHARED / "sample" / "expected-audit.json"
+SAMPLE_DIR = ROOT / "examples" / "sample"
+SAMPLE = SAMPLE_DIR / "capture.jsonl"
+EXPECTED_AUDIT = SAMPLE_DIR / "expected-audit.json"
 WAIT = 90.0
 
 __all__ = ["load_module", "require_binary", "Processes", "get_json", "http_ok", "log_tail", "worker_env", "read_topics", "assert_same_audit",
-           "same_audit", "ROOT", "SAMPLE", "EXPECTED_AUDIT"]
+           "same_audit", "ROOT", "SAMPLE", "SAMPLE_DIR", "EXPECTED_AUDIT"]
 
 
 def load_module(name: str, path: Path):

@@ -14,7 +14,7 @@ import pytest
 from support import assert_same_audit
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO.parent / "shared" / "sample"
+from support import SAMPLE_DIR  # noqa: E402
 SAMPLE = SAMPLE_DIR / "capture.jsonl"
 EXPECTED = json.loads((SAMPLE_DIR / "expected-audit.json").read_text())
 

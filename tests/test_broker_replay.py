@@ -18,16 +18,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline import cli, replay as replay_module
+from pipeline.commands import cli, replay as replay_module
 from pipeline.broker import DEFAULT_TOPIC_CONFIGS, BrokerError, LocalBroker, ensure_topics, free_port, probe
 from pipeline.capture import capture_line, read_capture
-from pipeline.config import Settings
-from pipeline.replay import BrokerUnreachable, replay
+from pipeline.settings import Settings
+from pipeline.commands.replay import BrokerUnreachable, replay
 from support import read_topics
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")  # kafka-python 3.0 internals
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "sample" / "capture.jsonl"
+from support import SAMPLE  # noqa: E402
 
 
 def _unique(prefix: str) -> str:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pipeline.broker import free_port
+from pipeline.kafka.local import free_port
 from support import ROOT
 
 pytestmark = pytest.mark.integration

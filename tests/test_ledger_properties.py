@@ -1,7 +1,7 @@
 """Properties of the decision core, through ``Monitor`` (contract §2-§4).
 
 - Any arrival order of the same messages gives the same per-incident statuses
-  and the same audit (generated event sets, and the shared sample capture).
+  and the same audit (generated event sets, and the sample capture).
 - Inserting copies of valid messages changes only the duplicate counts.
 - ``required = on_time + late + overdue + pending + exempt`` always holds,
   overall and per category.
@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.capture import read_capture
-from pipeline.events import parse_time
-from pipeline.monitor import Monitor
+from pipeline.core.times import parse_time
+from pipeline.core.monitor import Monitor
 from scenario import CRIMES, INCIDENTS, NOW, cancelled, closed, linked, opened, reclassified, recorded
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "sample"
+from support import SAMPLE_DIR  # noqa: E402
 SAMPLE = [(m.topic, m.payload) for m in read_capture(SAMPLE_DIR / "capture.jsonl")]
 EXPECTED = json.loads((SAMPLE_DIR / "expected-audit.json").read_text())
 SAMPLE_NOW = parse_time("2027-01-01T00:00:00Z")
@@ -166,7 +166,7 @@ def test_identities_hold_after_every_message(data):
     assert sum(ev["incidents"].values()) + sum(ev["crimes"].values()) == len(messages)
 
 
-# ----------------------------------------------------------------------------- the shared sample
+# ----------------------------------------------------------------------------- the sample
 
 def same_audit(got: dict, expected: dict) -> None:
     """Equal as data; the watermark as an instant, floats within 1e-9."""
@@ -235,10 +235,10 @@ def test_deferred_evaluation_gives_the_eager_statuses_and_audit(data):
 
 
 def test_deferred_evaluation_with_eviction_matches_eager_on_the_sample():
-    from pipeline.config import Settings
+    from pipeline.settings import Settings
 
     short = Settings(state_retention=6 * 3600.0)
-    monitors = [Monitor(short), Monitor(short, deferred=True)]
+    monitors = [Monitor(short.core()), Monitor(short.core(), deferred=True)]
     for topic, payload in SAMPLE:
         for monitor in monitors:
             monitor.feed(topic, payload, SAMPLE_NOW)

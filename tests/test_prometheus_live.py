@@ -40,9 +40,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.broker import free_port
-from pipeline.config import Settings
-from pipeline.replay import BrokerUnreachable, replay
+from pipeline.kafka.local import free_port
+from pipeline.settings import Settings
+from pipeline.commands.replay import BrokerUnreachable, replay
 from support import require_binary, load_module, Processes, get_json, http_ok
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import math
 import orjson
 import pytest
 
-from pipeline.config import Settings
-from pipeline.events import format_time
+from pipeline.settings import Settings
+from pipeline.core.times import format_time
 from scenario import (
     CRIMES, HOUR, INCIDENTS, MINUTE, NOW, T0, Scenario, cancelled, closed, iso, linked, opened,
     reclassified, recorded, us,
@@ -297,8 +297,8 @@ def test_recorded_late_after_overdue_alert_resolves_with_timeliness():
     assert sc.alerts("I1") == ["I1:at_risk", "I1:overdue", "I1:resolved"]
     resolved = sc.alert("I1:resolved")
     assert resolved.timeliness == "late"
-    assert resolved.crime_ids == ["C1"]
-    assert (resolved.district, resolved.channel, resolved.flags) == ("Medway", "101", ["domestic_abuse"])
+    assert resolved.crime_ids == ("C1",)
+    assert (resolved.district, resolved.channel, resolved.flags) == ("Medway", "101", ("domestic_abuse",))
     assert (resolved.required_since, resolved.deadline) == (us(0), us(DEADLINE))
     assert sc.alert("I1:overdue").timeliness is None
     inc = incidents_block(sc)
@@ -410,7 +410,7 @@ def test_duplicate_event_is_counted_and_not_applied_twice():
     events = sc.audit()["events"]
     assert events["incidents"] == {"valid": 1, "duplicate": 2, "invalid": 0}
     assert events["crimes"] == {"valid": 1, "duplicate": 1, "invalid": 0}
-    assert len(sc.state("I1").entries) == 1
+    assert len(sc.state("I1").events) == 1
 
 
 def test_duplicate_with_different_content_is_still_a_duplicate():

@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline import cli
+from pipeline.commands import cli
 from pipeline.capture import read_capture
 from pipeline.config import CRIME_CATEGORIES, NON_CRIME_CATEGORIES
 from pipeline.events import CRIME_SCHEMA, INCIDENT_SCHEMA, Rejection, Validator, parse_time
-from pipeline.simulate import SimMessage, Simulator, default_start, generate
+from pipeline.simulation import SimMessage, Simulator, default_start, generate
 
 HOURS, SEED = 96.0, 7
 CRIME = set(CRIME_CATEGORIES)

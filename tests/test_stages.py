@@ -9,9 +9,9 @@ import asyncio
 import orjson
 import pytest
 
-from pipeline.audit import audit_files
+from pipeline.commands.audit import audit_files
 from pipeline.capture import read_capture
-from pipeline.config import Settings
+from pipeline.settings import Settings
 from stage_harness import StageHarness
 from support import SAMPLE
 

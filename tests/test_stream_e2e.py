@@ -25,9 +25,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.capture import read_capture
-from pipeline.config import Settings
+from pipeline.settings import Settings
 from pipeline.events import Rejection, Validator, parse_time
-from pipeline.replay import replay
+from pipeline.commands.replay import replay
 from support import EXPECTED_AUDIT, SAMPLE, Processes, get_json, http_ok, read_topics, same_audit
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,7 @@ def offline_reasons() -> Counter:
 def sample_cluster(tmp_path_factory):
     """One broker, one worker, the sample replayed and fully processed."""
     from conftest import _binary_or_skip
-    from pipeline.broker import LocalBroker
+    from pipeline.kafka.local import LocalBroker
 
     procs = Processes(tmp_path_factory.mktemp("cluster"))
     with LocalBroker(binary=_binary_or_skip()) as broker:
@@ -272,8 +272,8 @@ def test_a_killed_worker_loses_nothing(fresh_broker, procs, tmp_path):
     least once), never applied twice."""
     import threading
 
-    from pipeline.audit import audit_files
-    from pipeline.simulate import generate
+    from pipeline.commands.audit import audit_files
+    from pipeline.simulation import generate
 
     capture = tmp_path / "capture.jsonl"
     with open(capture, "wb") as fh:

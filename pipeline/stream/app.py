@@ -1,259 +1,251 @@
-"""The faust application: topics, tables, agents, timers and signals.
+"""A worker: the faust application that hosts the stream layer, and the facade
+its HTTP endpoints ask.
 
-Data flow (README, "How it works"):
+faust runs the process: its worker handles signals and the service tree, and
+starts, in order, the processing service (outbox, :class:`~pipeline.stream.runner.Runner`,
+the cluster view reader, the broker probe) and the web server
+(:class:`~pipeline.stream.web.server.WebServer`). faust's own Kafka consumer,
+producer and tables are switched off (``enable_kafka=False``): the runner owns
+the consumer group and the changelogs (see :mod:`pipeline.stream.store` for why).
 
-    cc.incidents ─┐  intake + ingest   ┌> cdi.deadletter
-                  ├> (aiokafka batches,┤
-    rms.crimes  ──┘   validate)        └> cdiwatch-event-ops ─> dedupe_stage (EventIds, table "eventids")
-                                                                  │ first copies, by incident / crime id
-                        ┌─────────────────────────────────────────┴──────────┐
-                        v                                                    v
-        cdiwatch-incident-ops ─> incident_stage ─> cdi.alerts   cdiwatch-crime-ops ─> crime_stage
-          (IncidentLedger, table "incidents")                     (CrimeLedger, table "crimes")
-                        ^        └── seen notices ──────────────────────────^      │
-                        └──────────────────────────── crime links ─────────────────┘
-
-Audit parts and open-incident lists go to the single-partition GlobalTable
-``parts`` so that any worker can answer ``/audit`` for the whole cluster.
+Responsibilities of :class:`Worker`: build and wire the parts from the one
+settings object; answer the cluster-wide questions (audit, board pages,
+incident detail, readiness) by combining the partitions this worker owns
+with the cluster view.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 import time
 from collections import Counter
+from zoneinfo import ZoneInfo
 
 import faust
-from faust.types import TP
+from faust.app.base import BootStrategy
+from mode import Service
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..config import Settings
-from ..metrics import LedgerCollector, Metrics
-from ..summary import AuditParts, build_audit
-from .intake import Intake
-from .outbox import Outbox, TableWriter
-from .tuning import shorten_fetch_wait
-from .ingest import IngestStage
-from .stages import CrimeStage, DedupeStage, IncidentStage
+from ..core.audit import AuditParts, build_audit
+from ..core.explain import detail
+from ..core.routing import partition_for
+from ..core.times import US, format_time, watermark
+from ..core.vocabulary import HARM_FLAGS, HIGH_HARM_CATEGORIES, LABELS
+from ..kafka.client import aiokafka_options, describe
+from ..kafka.topics import STAGES, TopicPlan
+from .board import BOARD_STATUSES
+from .metrics import Metrics, StateCollector
+from .outbox import Outbox
+from ..report.data import report_data
+from .runner import Runner
+from .views import ClusterView, ViewPublisher
+from .web.server import WebServer
 
-__all__ = ["WorkerApp"]
+__all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
 
+FORWARD_HEADER = "X-Cdiwatch-Forwarded"
 
-class WorkerApp:
-    """One worker's faust app plus the stages it drives.
 
-    Responsibilities: declare topics/tables/agents; route faust callbacks to the
-    stages; publish per-partition audit parts; answer cluster-wide queries.
-    """
+class _NoKafka(BootStrategy):
+    """faust without its own Kafka clients: the runner has the consumer group."""
 
-    def __init__(self, settings: Settings) -> None:
-        s = self.settings = settings
-        shorten_fetch_wait()
-        self.metrics = Metrics()
+    enable_kafka = False
+
+
+class Worker:
+    """One cdiwatch worker process (see the module doc)."""
+
+    def __init__(self, settings) -> None:
+        self.settings = s = settings
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.plan = TopicPlan.from_settings(s)
+        self.zone = ZoneInfo(s.timezone)
         self.started_at = time.time()
-        self.app = app = faust.App(
-            s.app_id,
-            broker=s.broker,
-            store=s.store,
-            datadir=s.data_dir,
-            web_port=s.web_port,
-            web_bind=s.web_host,
-            web_host=s.web_host,
-            web_in_thread=False,
-            topic_partitions=s.partitions,
-            topic_replication_factor=s.replication_factor,
-            broker_session_timeout=s.session_timeout,
-            broker_heartbeat_interval=max(0.5, s.session_timeout / 6),
-            broker_rebalance_timeout=max(s.session_timeout * 2, 20.0),
-            consumer_auto_offset_reset="earliest",
-            producer_linger=0.005,
-            stream_buffer_maxsize=max(4096, s.batch_size * 2),
-            table_standby_replicas=0,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.event_ops = app.topic(f"{s.app_id}-event-ops", partitions=s.partitions, internal=True,
-                                   key_serializer="raw", value_serializer="raw")
-        self.incident_ops = app.topic(f"{s.app_id}-incident-ops", partitions=s.partitions, internal=True,
-                                      key_serializer="raw", value_serializer="raw")
-        self.crime_ops = app.topic(f"{s.app_id}-crime-ops", partitions=s.partitions, internal=True,
-                                   key_serializer="raw", value_serializer="raw")
-        json_schema = faust.Schema(key_serializer="json", value_serializer="json")
-        self.event_table = app.Table("eventids", partitions=s.partitions, schema=json_schema)
-        self.incident_table = app.Table("incidents", partitions=s.partitions, schema=json_schema)
-        self.crime_table = app.Table("crimes", partitions=s.partitions, schema=json_schema)
-        self.parts_table = app.GlobalTable("parts", partitions=1, use_partitioner=True,
-                                           recovery_buffer_size=1, schema=json_schema)
-
-        self.outbox = Outbox(s.bootstrap_servers, f"{s.app_id}-outbox")
-        self.ingest = IngestStage(s, self.metrics, self._send_event_ops, self._send_incident_ops,
-                                  self._send_crime_ops, self._send_deadletter)
-        self.dedupe_stage = DedupeStage(s, self.metrics, self.event_table,
-                                        TableWriter(self.event_table, self.outbox).write,
-                                        self._send_incident_ops, self._send_crime_ops)
-        self.incident_stage = IncidentStage(s, self.metrics, self.incident_table,
-                                            TableWriter(self.incident_table, self.outbox).write,
-                                            self._send_alert, self._send_crime_ops)
-        self.crime_stage = CrimeStage(s, self.metrics, self.crime_table,
-                                      TableWriter(self.crime_table, self.outbox).write, self._send_incident_ops)
-        self.intake = Intake(s, self.ingest, self.outbox.flush)
-        self._published: dict[str, object] = {}
-        self._last_open_publish = 0.0
-        self.metrics.registry.register(LedgerCollector(self._owned_state))
-        # A feed that never delivers anything must still look silent to FeedSilent:
-        # its last-received time starts at the worker's start.
-        for topic in (s.incidents_topic, s.crimes_topic):
+        options = aiokafka_options(s)
+        self.metrics = Metrics()
+        self.metrics.registry.register(StateCollector(self._owned_state))
+        for topic in self.plan.inputs:  # a feed that never delivers must still look silent
             self.metrics.last_received.labels(topic).set(self.started_at)
-        self._wire()
+        self.outbox = Outbox(options, f"{s.app_id}-{self.worker_id}")
+        self.publisher = ViewPublisher(self.plan.views, s.partitions, self.outbox)
+        self.view = ClusterView(self.plan.views, s.partitions, options, f"{s.app_id}-{self.worker_id}", self.outbox)
+        self.runner = Runner(s, self.metrics, self.outbox, self.publisher, options, self.worker_id)
+        self.client_options = options
+        self.broker_ok_at = 0.0
+        self.app = faust.App(s.app_id, broker=f"kafka://{s.bootstrap_servers}", web_enabled=True,
+                             datadir=str(s.data_dir), web_port=s.web_port, web_bind=s.web_host,
+                             web_host=s.web_host)
+        self.app.boot_strategy = _NoKafka(self.app)
+        token = s.http_token.get_secret_value() if s.http_token is not None else None
+        self.web = WebServer(self, s.web_host, s.web_port, token)
+        self.app.web_server(self.web)
+        worker = self
 
-    # ------------------------------------------------------------------ sends
-    async def _send_event_ops(self, partition: int, value: bytes) -> None:
-        await self.outbox.send(self.event_ops.get_topic_name(), value, partition=partition)
+        class Processing(Service):
+            """The stream layer's tasks, started once the app runs, stopped gracefully."""
 
-    async def _send_incident_ops(self, partition: int, value: bytes) -> None:
-        await self.outbox.send(self.incident_ops.get_topic_name(), value, partition=partition)
+            async def on_start(self) -> None:
+                await worker.outbox.start()
+                self._tasks = [asyncio.ensure_future(worker.runner.run()),
+                               asyncio.ensure_future(worker.view.run()),
+                               asyncio.ensure_future(worker._probe())]
+                for task in self._tasks:
+                    task.add_done_callback(worker._task_done)
 
-    async def _send_crime_ops(self, partition: int, value: bytes) -> None:
-        await self.outbox.send(self.crime_ops.get_topic_name(), value, partition=partition)
+            async def on_stop(self) -> None:
+                await worker.runner.stop()
+                run, *others = self._tasks
+                try:
+                    await asyncio.wait_for(asyncio.shield(run), timeout=30)
+                except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping anyway
+                    run.cancel()
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
+                try:
+                    await worker.outbox.flush()
+                finally:
+                    await worker.outbox.stop()
 
-    async def _send_alert(self, key: bytes | None, value: bytes) -> None:
-        await self.outbox.send(self.settings.alerts_topic, value, key=key)
+        self.app.service(Processing)
 
-    async def _send_deadletter(self, key: bytes | None, value: bytes) -> None:
-        await self.outbox.send(self.settings.deadletter_topic, value, key=key)
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A stream task that ends on its own is a failure the process cannot heal: stop it."""
+        if task.cancelled() or self.runner.stopping:
+            return
+        exc = task.exception()
+        logger.critical("worker task stopped: %s: %s; shutting down so that a restart recovers it",
+                        type(exc).__name__ if exc else "ended", exc or "")
+        os.kill(os.getpid(), 15)
 
-    # ----------------------------------------------------------------- wiring
-    def _wire(self) -> None:
-        app, s = self.app, self.settings
-        ingest = self.ingest
+    async def _probe(self) -> None:
+        """Every 2 s: does the broker answer? (``/readyz`` is 503 while it does not.)"""
+        from aiokafka.admin import AIOKafkaAdminClient
 
-        @app.task
-        async def intake() -> None:
-            await self.intake.run()
+        admin = AIOKafkaAdminClient(**self.client_options, client_id=f"{self.settings.app_id}-probe",
+                                    request_timeout_ms=3000)
+        try:
+            await admin.start()
+        except Exception as exc:  # noqa: BLE001 - keep probing
+            logger.warning("broker probe cannot start: %s", type(exc).__name__)
+        while True:
+            try:
+                await asyncio.wait_for(admin.describe_cluster(), timeout=3)
+                self.broker_ok_at = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - unreachable is what we measure
+                logger.debug("broker probe failed: %s", type(exc).__name__)
+            await asyncio.sleep(2)
 
-        async def run_stage(stream, stage) -> None:
-            # Batches of op messages, one flush per batch: the stages write
-            # their changelogs to explicit partitions, so a batch may mix
-            # partitions; faust acks the batch only after the body (and so the
-            # flush) is done, which keeps delivery at least once.
-            async for events in stream.take_events(256, within=0.01):
-                for event in events:
-                    stage.apply(event.message.partition, event.message.value)
-                await stage.finish(self.outbox.flush)
-                await self.outbox.flush()
-
-        @app.agent(self.event_ops, name="dedupe-stage")
-        async def dedupe_stage(stream):
-            await run_stage(stream, self.dedupe_stage)
-
-        @app.agent(self.incident_ops, name="incident-stage")
-        async def incident_stage(stream):
-            await run_stage(stream, self.incident_stage)
-
-        @app.agent(self.crime_ops, name="crime-stage")
-        async def crime_stage(stream):
-            await run_stage(stream, self.crime_stage)
-
-        @app.timer(s.tick_interval)
-        async def tick() -> None:
-            await ingest.broadcast()
-            await self.outbox.flush()
-            self.publish_parts()
-
-        @app.on_partitions_revoked.connect
-        async def on_revoked(app, revoked: set[TP], **kwargs) -> None:
-            self._drop(revoked)
-
-        @app.on_partitions_assigned.connect
-        async def on_assigned(app, assigned: set[TP], **kwargs) -> None:
-            # Eager rebalancing: every owned partition is reloaded from its
-            # recovered table, so a partition that moved away and back is fresh.
-            self._drop(assigned)
-
-        from .web import register_views
-        register_views(self)
-
-    def _stages(self):
-        return ((self.dedupe_stage, self.event_ops), (self.incident_stage, self.incident_ops),
-                (self.crime_stage, self.crime_ops))
-
-    def _drop(self, tps: set[TP]) -> None:
-        for stage, topic in self._stages():
-            name = topic.get_topic_name()
-            stage.revoke({tp.partition for tp in tps if tp.topic == name})
-
-    # ----------------------------------------------------------- cluster view
-    def publish_parts(self, force_open: bool = False) -> None:
-        """Write changed per-partition audit parts (and open lists) to the GlobalTable."""
-        now = time.monotonic()
-        with_open = force_open or now - self._last_open_publish >= 2.0
-        for prefix, stage in (("e", self.dedupe_stage), ("i", self.incident_stage), ("c", self.crime_stage)):
-            for p in sorted(stage.dirty & set(stage.ledgers)):
-                key = f"{prefix}{p}"
-                parts = stage.parts(p).to_json()
-                if self._published.get(key) != parts:
-                    self.parts_table[key] = parts
-                    self._published[key] = parts
-                if prefix == "i" and with_open:
-                    open_list = stage.open_incidents(p)
-                    if self._published.get("open" + key) != open_list:
-                        self.parts_table["open" + key] = open_list
-                        self._published["open" + key] = open_list
-                if prefix != "i" or with_open:
-                    stage.dirty.discard(p)
-        if with_open:
-            self._last_open_publish = now
+    # ------------------------------------------------------------------ answers
+    def metrics_exposition(self) -> tuple[bytes, str]:
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+        return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
 
     def cluster_parts(self) -> AuditParts:
-        """Sum of every partition's parts: owned partitions from the live ledgers
-        (fresher than the GlobalTable, which lags by its changelog), the others
-        from the GlobalTable."""
+        """Every partition's parts: owned ones live, the others from the cluster view."""
         total = AuditParts()
-        for prefix, stage in (("e", self.dedupe_stage), ("i", self.incident_stage), ("c", self.crime_stage)):
-            owned = dict(stage.ledgers)
+        owned = self.runner.owned
+        for stage in STAGES:
             for p in range(self.settings.partitions):
-                if p in owned:
-                    total.add(stage.parts(p))
+                part = owned.get((stage, p))
+                if part is not None:
+                    total.add(part.stage.parts())
                 else:
-                    value = self.parts_table.get(f"{prefix}{p}")
-                    if value is not None:
-                        total.add(AuditParts.from_json(value))
+                    parts = self.view.parts.get((stage, p))
+                    if parts is not None:
+                        total.add(parts)
         return total
 
     def cluster_audit(self) -> dict:
-        return build_audit(self.cluster_parts(), int(self.settings.allowed_lateness * 1_000_000))
+        return build_audit(self.cluster_parts(), int(self.settings.allowed_lateness * US))
 
-    def cluster_open(self, status: str | None) -> list[dict]:
-        out = []
-        for key, value in list(self.parts_table.items()):
-            if key.startswith("openi"):
-                out.extend(x for x in value if status is None or x["status"] == status)
-        out.sort(key=lambda x: (x["deadline"], x["incident_id"]))
-        return out
+    def report_data(self) -> dict:
+        return report_data(self.cluster_parts(), self.settings.core())
+
+    def board_page(self, statuses, district, category, limit, offset, sort):
+        return self.view.board.page(statuses, district, category, limit, offset, sort)
+
+    async def incident_detail(self, incident_id: str, request) -> tuple[int, dict]:
+        """(HTTP status, document): from the owner of the incident's partition."""
+        p = partition_for(incident_id, self.settings.partitions)
+        part = self.runner.owned.get(("incident", p))
+        if part is not None:
+            async with self.runner.lock:
+                doc = detail(part.stage.ledger, incident_id)
+            return (200, doc) if doc is not None else (404, {"error": "unknown or evicted incident"})
+        url = self.view.owner_url("incident", p)
+        if url is None or request.headers.get(FORWARD_HEADER):
+            return 503, {"error": f"no worker owns partition {p} of the incidents right now; try again"}
+        return await self._forward(url, incident_id, request)
+
+    async def _forward(self, url: str, incident_id: str, request) -> tuple[int, dict]:
+        from urllib.parse import quote
+
+        import aiohttp
+
+        headers = {FORWARD_HEADER: "1"}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+        try:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(f"{url}/incidents/{quote(incident_id, safe='')}", headers=headers) as resp:
+                    return resp.status, await resp.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            return 503, {"error": f"the worker that owns this incident did not answer ({type(exc).__name__})"}
+
+    def readiness(self) -> tuple[bool, str]:
+        r = self.runner
+        if time.monotonic() - self.broker_ok_at > 6:
+            return False, "the broker does not answer"
+        if r.consumer is None:
+            return False, "starting"
+        if r.recovering:
+            return False, "recovering partition state"
+        if not r.joined:
+            return False, "joining the consumer group"
+        if not self.view.loaded.is_set():
+            return False, "reading the cluster view"
+        return True, f"owns {len(r.owned)} stage partitions"
+
+    def board_state(self) -> dict:
+        """The board's header: clocks, feeds, counts and the words to show."""
+        parts = self.cluster_parts()
+        w = watermark(parts.max_time, int(self.settings.allowed_lateness * US))
+        now = time.time()
+        feeds = {}
+        for topic in self.plan.inputs:
+            times = [at for (t, _p), at in self.view.feeds.items() if t == topic]
+            times += [at for (t, _p), at in self.runner.feeds.items() if t == topic]
+            feeds[topic] = max(times) if times else None
+        board = self.view.board
+        return {
+            "now": format_time(int(now * US)), "watermark": format_time(w),
+            "lag_seconds": None if w is None else round(now - w / US, 1),
+            "timezone": self.settings.timezone, "feeds": {t: format_time(int(a * US)) if a else None
+                                                          for t, a in feeds.items()},
+            "feed_silent_after_seconds": self.settings.feed_silent_after, "started": format_time(int(self.started_at * US)),
+            "counts": {s: board.count(s) for s in BOARD_STATUSES}, "facets": board.facets(),
+            "labels": LABELS, "high_harm": list(HIGH_HARM_CATEGORIES), "harm_flags": list(HARM_FLAGS),
+            "ready": self.readiness()[0],
+        }
 
     def _owned_state(self) -> tuple[Counter, int | None]:
         agg: Counter = Counter()
-        watermark = None
-        for ledger in list(self.incident_stage.ledgers.values()):
-            agg.update(ledger.agg)
-            w = ledger.watermark
-            if w is not None and (watermark is None or w > watermark):
-                watermark = w
-        return agg, watermark
+        w = None
+        for (stage, _p), part in list(self.runner.owned.items()):
+            if stage == "incident":
+                ledger = part.stage.ledger
+                agg.update(ledger.tally.agg)
+                if ledger.watermark is not None and (w is None or ledger.watermark > w):
+                    w = ledger.watermark
+        return agg, w
 
-    def is_ready(self) -> tuple[bool, str]:
-        app = self.app
-        try:
-            assignment = app.consumer.assignment()
-        except Exception:  # consumer not started yet
-            return False, "consumer not started"
-        if not assignment:
-            return False, "no partitions assigned yet"
-        if not self.intake.assigned:
-            return False, "input consumer has no partitions yet"
-        if app.rebalancing:
-            return False, "rebalancing"
-        if not app.tables.recovery.completed.is_set() or app.in_recovery:
-            return False, "recovering table state"
-        return True, f"consuming {len(assignment)} partitions"
+    def describe(self) -> str:
+        return (f"cdiwatch worker {self.worker_id}: broker {describe(self.settings)}, "
+                f"web http://{self.settings.web_host}:{self.settings.web_port}/")

@@ -1,125 +1,102 @@
-"""Everything the stages write on the hot path goes through one aiokafka producer.
+"""Everything a worker writes goes through one aiokafka producer: stage
+messages, changelogs, views, alerts and dead letters.
 
-Why not faust's ``topic.send`` and ``table[key] = value``: each of those
-builds a faust ``FutureMessage`` and a produce call per record, the largest
-cost left in a profile of the worker. Stage 2 touches about one table key
-per event, so a table's changes after one op batch are written here as one
-Kafka record batch per changelog partition. faust still owns the tables:
-it creates the changelog topics and restores the tables from them on
-assignment, exactly as if it had written the records itself (same topic,
-same partition, JSON keys and values, ``None`` value = delete).
-
-At-least-once: a stage awaits :meth:`Outbox.flush` before it returns, so
-faust commits an op message only after what it caused is on the broker.
+Responsibilities:
+- build records and record batches, and refuse one larger than the
+  producer's ``max_request_size`` before it is sent (:class:`RecordTooLarge`:
+  the caller splits it or dead-letters a reference; nothing crashes);
+- :meth:`Outbox.flush`: wait until everything sent so far is acknowledged,
+  and raise :class:`OutboxError` if anything was lost. The runner flushes
+  before it records progress, so nothing is marked done before it is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Iterable, MutableMapping
+from typing import Iterable
 
-import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-__all__ = ["Outbox", "TableWriter"]
+__all__ = ["Outbox", "OutboxError", "RecordTooLarge", "MAX_REQUEST_SIZE"]
 
 logger = logging.getLogger(__name__)
+
+#: Stock Kafka accepts batches up to ``message.max.bytes`` = 1,048,588 bytes.
+MAX_REQUEST_SIZE = 1_000_000
 
 
 class OutboxError(RuntimeError):
     """The broker refused or lost a record the monitor had to write."""
 
 
-class Outbox:
-    """One producer for op, alert, dead-letter and changelog records."""
+class RecordTooLarge(ValueError):
+    """A record would exceed the producer's ``max_request_size``: it was not sent."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
-        self._config = dict(bootstrap_servers=bootstrap_servers, client_id=client_id, acks=1,
-                            linger_ms=2, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
-        self.producer: AIOKafkaProducer | None = None  # made in start(): it needs the running loop
-        self._pending: list = []
-        self.started = False
-        self._lock: asyncio.Lock | None = None
+
+class Outbox:
+    """One producer for every record a worker writes (see the module doc)."""
+
+    def __init__(self, client_options: dict, client_id: str, max_request_size: int = MAX_REQUEST_SIZE) -> None:
+        self.max_request_size = max_request_size
+        self._config = dict(client_options, client_id=client_id, acks="all", linger_ms=2,
+                            max_batch_size=max_request_size, max_request_size=max_request_size,
+                            request_timeout_ms=30_000, enable_idempotence=False)
+        self.producer: AIOKafkaProducer | None = None
+        self._pending: list[asyncio.Future] = []
+        self.last_ack = 0.0  # loop time of the last successful flush
 
     async def start(self) -> None:
-        """Start once, on first use (agents may run before any startup hook)."""
-        if self.started:
-            return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if not self.started:
-                self.producer = AIOKafkaProducer(**self._config)
-                await self.producer.start()
-                self.started = True
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(**self._config)
+            await self.producer.start()
 
     async def stop(self) -> None:
-        if self.started:
-            self.started = False
-            await self.producer.stop()
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
+    def check(self, key: bytes | None, value: bytes | None) -> None:
+        """Raise :class:`RecordTooLarge` for a record the producer would refuse."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+        if size > self.max_request_size:
+            raise RecordTooLarge(f"a record of {size:,} bytes is over the limit of {self.max_request_size:,}")
 
     async def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-                   partition: int | None = None) -> None:
-        if not self.started:
-            await self.start()
-        self._pending.append(await self.producer.send(topic, value=value, key=key, partition=partition))
+                   partition: int | None = None) -> asyncio.Future:
+        """Queue one record; its future is kept for :meth:`flush`."""
+        self.check(key, value)
+        fut = await self.producer.send(topic, value=value, key=key, partition=partition)
+        self._pending.append(fut)
+        return fut
 
     async def send_records(self, topic: str, partition: int,
                            records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        """Records for one partition, packed into as few batches as fit."""
-        if not self.started:
-            await self.start()
-        batch = self.producer.create_batch()
+        """Records for one partition, packed into as few batches as fit, in order."""
+        producer = self.producer
+        batch = producer.create_batch()
         for key, value in records:
+            self.check(key, value)
             if batch.append(key=key, value=value, timestamp=None) is None:
-                self._pending.append(await self.producer.send_batch(batch, topic, partition=partition))
-                batch = self.producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise OutboxError(f"a record for {topic} is larger than the producer's batch size")
+                self._pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
         if batch.record_count():
-            self._pending.append(await self.producer.send_batch(batch, topic, partition=partition))
+            self._pending.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def flush(self) -> None:
-        """Wait until every record sent so far (by anyone) is acknowledged; raise if one failed."""
-        if not self.started:
+        """Wait until every record sent so far is acknowledged; raise if one failed."""
+        if self.producer is None:
             return
         pending, self._pending = self._pending, []
+        if not pending:
+            return
         await self.producer.flush()
         for fut in pending:
             if not fut.done():
-                await fut
-            elif fut.exception() is not None:
-                raise OutboxError(f"write to the broker failed: {fut.exception()!r}") from fut.exception()
-
-
-class TableWriter:
-    """Writes a faust table's changes: local store now, changelog as batches."""
-
-    def __init__(self, table, outbox: Outbox) -> None:
-        self.table = table
-        self.outbox = outbox
-
-    @property
-    def store(self) -> MutableMapping:
-        return self.table.data
-
-    async def write(self, partition: int, changes: list[tuple[str, object | None]]) -> None:
-        store = self.store
-        records = []
-        for key, value in changes:
-            if value is None:
-                store.pop(key, None)
-                records.append((orjson.dumps(key), None))
-            else:
-                store[key] = value
-                records.append((orjson.dumps(key), orjson.dumps(value)))
-        topic = self.table.changelog_topic.get_topic_name()
-        # The last record (a stage's partition meta) goes out as a batch of its
-        # own. Tansu reports a partition's end offset as the last batch's base
-        # offset + 1, so faust's recovery stops after the first record of a
-        # multi-record last batch: it would restore ids without the counts
-        # that include them. With a one-record last batch the end is right.
-        # (Apache Kafka needs none of this; it costs one small batch.)
-        await self.outbox.send_records(topic, partition, records[:-1])
-        await self.outbox.send_records(topic, partition, records[-1:])
+                await asyncio.wait([fut])
+            exc = fut.exception()
+            if exc is not None:
+                raise OutboxError(f"a write to the broker failed: {type(exc).__name__}: {exc}") from exc
+        self.last_ack = asyncio.get_running_loop().time()

@@ -1,0 +1,72 @@
+"""``cdiwatch worker``: run one monitor process.
+
+Checks what can be checked before starting (the web port is free; a worker
+reachable from the network has a token; the broker answers), creates the
+topics it needs, configures logging itself (faust's own setup makes every
+debug call build a record and draws a spinner), then hands the process to
+faust's worker until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+
+from ..kafka.admin import BrokerUnreachable, TopicError, ensure_topics
+from ..kafka.client import KafkaSetupError, describe
+from ..kafka.local import port_in_use
+from ..kafka.topics import TopicPlan
+from .errors import ConfigError, RunFailed
+
+__all__ = ["run", "configure_logging"]
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if level.lower() != "debug":  # aiokafka and faust are chatty during rebalances
+        for name in ("aiokafka", "faust", "mode", "kafka"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def preflight(settings) -> None:
+    """The mistakes a worker can see before it starts, as one line each."""
+    if not settings.web_loopback and settings.http_token is None and not settings.http_allow_anonymous:
+        raise ConfigError(f"the web port would listen on {settings.web_host}, reachable from the network, "
+                          "without a token: set CDI_HTTP_TOKEN (or CDI_HTTP_TOKEN_FILE), or "
+                          "CDI_HTTP_ALLOW_ANONYMOUS=true to serve police data to anyone who can connect")
+    host = settings.web_host if settings.web_host not in ("", "0.0.0.0", "::") else "0.0.0.0"
+    if port_in_use(settings.web_port, host if host != "localhost" else "127.0.0.1"):
+        raise ConfigError(f"web port {settings.web_port} on {settings.web_host} is already in use: stop what "
+                          "uses it or choose another with --web-port / CDI_WEB_PORT")
+
+
+def run(args, settings) -> int:
+    import faust
+
+    preflight(settings)
+    configure_logging(settings.log_level)
+    plan = TopicPlan.from_settings(settings)
+    try:
+        ensure_topics(settings, plan.configs(), settings.partitions, settings.replication_factor)
+    except KafkaSetupError as exc:
+        raise ConfigError(str(exc)) from None
+    except BrokerUnreachable as exc:
+        raise RunFailed(f"{exc}; is the broker running, and are CDI_BROKER and CDI_KAFKA_* right?") from None
+    except TopicError as exc:
+        raise RunFailed(str(exc)) from None
+
+    from ..stream.app import Worker
+
+    worker = Worker(settings)
+    # The ledgers keep hundreds of thousands of small long-lived objects; with
+    # the default thresholds the cyclic collector rescans them over and over.
+    gc.set_threshold(50_000, 20, 100)
+    runner = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True, override_logging=False)
+    runner.spinner = None
+    print(worker.describe(), file=sys.stderr, flush=True)
+    runner.execute_from_commandline()
+    return 0

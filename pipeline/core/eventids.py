@@ -1,0 +1,137 @@
+"""Duplicates and the event counts (contract §2): the first valid copy of an
+``event_id`` on a feed is applied, later valid copies are duplicates.
+
+Why a ledger of its own, keyed by event id rather than inside the incident
+and crime ledgers: a resent message may carry a different key or even a
+different incident id, and an incident may already be evicted when a late
+copy arrives. Only a store keyed by the event id answers "seen before?" in
+both cases. It also owns the event counts (valid, duplicate, invalid) per
+feed, so that ``valid + duplicate + invalid = messages consumed``.
+
+Ids are kept at least :attr:`~pipeline.core.config.Params.id_retention` of
+event time after their ``occurred_at`` (and at most an hour more: they expire
+in hourly buckets, a list append per id instead of a heap push). A copy older
+than that is :meth:`EventIds.stale`: the id may have been forgotten, so the
+ledger that owns the event decides (:class:`~pipeline.core.events.Stale`).
+Pure: no clock, no Kafka.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+
+from .config import Params
+from .times import HOUR, watermark
+from .vocabulary import SIDES
+
+__all__ = ["EventIds", "Counts"]
+
+_BUCKET = HOUR
+
+
+class Counts(Counter):
+    """valid / duplicate / invalid message counts of one feed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for outcome in ("valid", "duplicate", "invalid"):
+            self.setdefault(outcome, 0)
+
+
+class EventIds:
+    """Seen event ids per feed, their expiry, and the event counts."""
+
+    def __init__(self, params: Params, track: bool = True) -> None:
+        """``track``: collect the ids added and forgotten, for persistence (the
+        offline audit persists nothing and turns it off)."""
+        self.params = params
+        self.track = track
+        self.retention = params.id_retention
+        self.seen: dict[str, dict[str, int]] = {side: {} for side in SIDES}
+        self.counts: dict[str, Counts] = {side: Counts() for side in SIDES}
+        self.forgotten: Counter = Counter()  # ids expired per feed (still counted as valid)
+        self.max_time: int | None = None
+        self.added: list[tuple[str, str, int]] = []  # (side, event_id, at) since the last drain
+        self.removed: list[tuple[str, str]] = []     # (side, event_id) forgotten since the last drain
+        self._buckets: dict[int, list[tuple[str, str, int]]] = {}
+        self._bucket_heap: list[int] = []
+
+    @property
+    def watermark(self) -> int | None:
+        return watermark(self.max_time, self.params.allowed_lateness)
+
+    def stale(self, at: int) -> bool:
+        """True when an event this old may have been forgotten: absence proves nothing."""
+        w = self.watermark
+        return w is not None and at + self.retention <= w
+
+    def claim(self, side: str, event_id: str, at: int) -> bool:
+        """True for the first valid copy of ``event_id`` on ``side``; counts it either way."""
+        seen = self.seen[side]
+        if event_id in seen:
+            self.counts[side]["duplicate"] += 1
+            return False
+        self.counts[side]["valid"] += 1
+        self.observe(at)
+        if not self.stale(at):
+            seen[event_id] = at
+            if self.track:
+                self.added.append((side, event_id, at))
+            bucket = (at + self.retention) // _BUCKET
+            ids = self._buckets.get(bucket)
+            if ids is None:
+                ids = self._buckets[bucket] = []
+                heapq.heappush(self._bucket_heap, bucket)
+            ids.append((side, event_id, at))
+        return True
+
+    def invalid(self, side: str, n: int = 1) -> None:
+        self.counts[side]["invalid"] += n
+
+    def observe(self, event_time: int | None) -> None:
+        """The watermark source moved: forget ids whose bucket has expired."""
+        if event_time is None or (self.max_time is not None and event_time <= self.max_time):
+            return
+        self.max_time = event_time
+        w = self.watermark
+        heap = self._bucket_heap
+        while heap and (heap[0] + 1) * _BUCKET <= w:
+            for side, event_id, at in self._buckets.pop(heapq.heappop(heap)):
+                seen = self.seen[side]
+                if seen.get(event_id) == at:
+                    del seen[event_id]
+                    self.forgotten[side] += 1
+                    if self.track:
+                        self.removed.append((side, event_id))
+
+    def drain(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
+        """Ids added and forgotten since the last drain, for persistence."""
+        added, removed = self.added, self.removed
+        self.added, self.removed = [], []
+        return added, removed
+
+    # ------------------------------------------------------------- persistence
+    def load(self, ids: list[tuple[str, str, int]], meta: dict | None) -> None:
+        """Rebuild from persisted ids and the partition's meta (counts, watermark
+        source). Ids that had expired by then are dropped."""
+        if meta:
+            self.max_time = meta.get("max_time")
+            self.forgotten.update(meta.get("forgotten", {}))
+            for side in SIDES:
+                self.counts[side].update(meta.get("counts", {}).get(side, {}))
+        w = self.watermark
+        for side, event_id, at in ids:
+            bucket = (at + self.retention) // _BUCKET
+            if (w is not None and (bucket + 1) * _BUCKET <= w) or event_id in self.seen[side]:
+                continue
+            self.seen[side][event_id] = at
+            bucket_ids = self._buckets.get(bucket)
+            if bucket_ids is None:
+                bucket_ids = self._buckets[bucket] = []
+                heapq.heappush(self._bucket_heap, bucket)
+            bucket_ids.append((side, event_id, at))
+
+    def meta(self) -> dict:
+        return {"max_time": self.max_time, "forgotten": dict(self.forgotten),
+                "counts": {side: dict(c) for side, c in self.counts.items()}}

@@ -1,0 +1,337 @@
+"""The incident ledger: incident events, crime links and watermark moves in;
+statuses, alerts and counts out (contract §3, §4).
+
+Responsibilities:
+- keep each incident's state (its events in decision order, linked crimes'
+  recording times, alerts already sent), keyed by incident id, so the stream
+  layer can hold one ledger per partition and persist the states it touched;
+- keep the watermark (:func:`~pipeline.core.times.watermark`) and a deadline
+  index: a heap of the next watermark at which an incident's status changes
+  by time alone, so a watermark move touches only the incidents that are due;
+- keep the audit aggregates incrementally (:mod:`~pipeline.core.tally`);
+- evict incidents ``state_retention`` after their last activity and deadline;
+  their contribution stays counted.
+
+Two modes, same rules. *Eager* (the workers) evaluates an incident on every
+change, because alerts must go out as soon as they are true. *Deferred* (the
+offline audit) records inputs and evaluates the changed incidents only when
+:meth:`IncidentLedger.settle` is called: a status depends only on the events,
+the crimes and the watermark, never on the path taken (property-tested).
+It never reads a clock, a topic or a file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .config import Params, Vocabulary
+from .events import Alert, IncidentEvent, Link, Notice
+from .rules import Assessment, alert_kind, assess, is_downgrade, next_change, status_at
+from .tally import Contribution, IncidentTally, Transition
+from .times import watermark
+from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED, StateLimit
+
+__all__ = ["IncidentLedger", "IncidentState", "IncidentChanges", "Opening", "BoardEntry"]
+
+
+class BoardEntry(NamedTuple):
+    """An incident a control room must see: open (overdue, at risk, pending) or
+    downgraded while unrecorded. What ``/incidents`` lists."""
+
+    incident_id: str
+    status: str  # overdue | at_risk | pending | downgraded
+    category: str | None
+    district: str | None
+    channel: str | None
+    flags: tuple[str, ...]
+    required_since: int
+    deadline: int
+    reason: str | None  # the exemption reason of a downgrade
+
+
+class Opening(tuple):
+    """(occurred_at, event_id, channel, district) of an incident's first ``opened`` event."""
+
+    __slots__ = ()
+
+    def __new__(cls, at: int, event_id: str, channel: str, district: str) -> "Opening":
+        return tuple.__new__(cls, (at, event_id, channel, district))
+
+    at = property(lambda self: self[0])
+    event_id = property(lambda self: self[1])
+    channel = property(lambda self: self[2])
+    district = property(lambda self: self[3])
+
+
+@dataclass(slots=True)
+class IncidentState:
+    """What the ledger remembers of one incident id.
+
+    Persisted: ``events`` (sorted, decision order), ``opening``, ``flags``
+    (sorted, unique), ``crimes`` (crime id -> recording time or None) and
+    ``alerts`` (kinds sent). The rest is derived and rebuilt on load.
+    """
+
+    events: list = field(default_factory=list)
+    opening: Opening | None = None
+    flags: list = field(default_factory=list)
+    crimes: dict = field(default_factory=dict)
+    alerts: list = field(default_factory=list)
+    # derived
+    key: Contribution | None = None
+    day: tuple | None = None        # tally.DayKey
+    delay: int | None = None        # tally delay bucket
+    assessment: Assessment | None = None
+    timer: int | None = None
+    last: int = 0  # latest event or recording time, for eviction
+
+    def persisted(self) -> tuple:
+        return (self.events, self.opening, self.flags, self.crimes, self.alerts)
+
+    @classmethod
+    def restore(cls, t: tuple) -> "IncidentState":
+        events, opening, flags, crimes, alerts = t
+        st = cls(list(events), Opening(*opening) if opening else None, list(flags), dict(crimes), list(alerts))
+        st.last = st.last_activity()
+        return st
+
+    def has_event(self, event_id: str) -> bool:
+        for ev in self.events:
+            if ev.event_id == event_id:
+                return True
+        return False
+
+    def last_activity(self) -> int:
+        last = max((ev.at for ev in self.events), default=0)
+        return max([last] + [t for t in self.crimes.values() if t is not None])
+
+    @property
+    def status(self) -> str | None:
+        return None if self.key is None else self.key.status
+
+
+@dataclass(slots=True)
+class IncidentChanges:
+    """What the ledger decided since the shell last drained it."""
+
+    alerts: list = field(default_factory=list)       # Alert
+    transitions: list = field(default_factory=list)  # Transition, for metrics
+    notices: list = field(default_factory=list)      # Notice: a linked incident is seen
+    touched: set = field(default_factory=set)        # incident ids whose state changed
+    evicted: set = field(default_factory=set)        # incident ids forgotten
+
+
+class IncidentLedger:
+    """Per-incident state, watermark, deadline index and tally (see the module doc)."""
+
+    def __init__(self, params: Params, vocabulary: Vocabulary, deferred: bool = False) -> None:
+        self.params = params
+        self.crime_categories = frozenset(vocabulary.crime_categories)
+        self.deferred = deferred
+        self.tally = IncidentTally(vocabulary.districts)
+        self.incidents: dict[str, IncidentState] = {}
+        self.max_time: int | None = None
+        self.changes = IncidentChanges()
+        self._heap: list[tuple[int, str]] = []
+        self._dirty: set[str] = set()
+
+    @property
+    def watermark(self) -> int | None:
+        return watermark(self.max_time, self.params.allowed_lateness)
+
+    def drain(self) -> IncidentChanges:
+        """What happened since the last drain; starts a new collection."""
+        out, self.changes = self.changes, IncidentChanges()
+        return out
+
+    # ------------------------------------------------------------------ inputs
+    def apply(self, ev: IncidentEvent) -> bool:
+        """Apply one valid incident event; False when this incident already
+        has its ``event_id`` (nothing changes then)."""
+        incident_id = ev.incident_id
+        st = self._live(incident_id)
+        if st is None:
+            st = self.incidents[incident_id] = IncidentState()
+        elif st.has_event(ev.event_id):
+            return False
+        if len(st.events) >= MAX_EVENTS_PER_INCIDENT:
+            raise StateLimit(f"incident {incident_id[:80]!r} already has {len(st.events):,} events, the most "
+                             f"one incident may hold; event {ev.event_id[:80]!r} not applied")
+        was_seen = st.opening is not None
+        events = st.events
+        if not events or ev > events[-1]:
+            events.append(ev)
+        else:
+            bisect.insort(events, ev)
+        if ev.at > st.last:
+            st.last = ev.at
+        if ev.kind == "opened" and (st.opening is None or (ev.at, ev.event_id) < st.opening[:2]):
+            st.opening = Opening(ev.at, ev.event_id, ev.channel, ev.district)
+        for flag in ev.flags:
+            if flag not in st.flags:
+                st.flags.append(flag)
+                st.flags.sort()
+        if not was_seen and st.opening is not None and st.crimes:
+            self.changes.notices.extend(Notice(c, incident_id) for c in st.crimes)
+        self.observe(ev.at)
+        if self.deferred:
+            self._dirty.add(incident_id)
+        else:
+            self._evaluate(incident_id, st)
+        return True
+
+    def link(self, link: Link) -> None:
+        """A crime links this incident (or its recording time moved earlier)."""
+        incident_id, crime_id, recorded_at = link.incident_id, link.crime_id, link.recorded_at
+        st = self._live(incident_id)
+        if st is None:
+            st = self.incidents[incident_id] = IncidentState()
+        known = crime_id in st.crimes
+        old = st.crimes.get(crime_id)
+        if known and (recorded_at is None or (old is not None and old <= recorded_at)):
+            return
+        st.crimes[crime_id] = recorded_at
+        if recorded_at is not None and recorded_at > st.last:
+            st.last = recorded_at
+        if not known and st.opening is not None:
+            self.changes.notices.append(Notice(crime_id, incident_id))
+        if self.deferred:
+            self._dirty.add(incident_id)
+        else:
+            self._evaluate(incident_id, st)
+
+    def observe(self, event_time: int | None) -> None:
+        """Some valid event somewhere happened at ``event_time``: the watermark may move."""
+        if event_time is None or (self.max_time is not None and event_time <= self.max_time):
+            return
+        self.max_time = event_time
+        if not self.deferred:
+            self._due()
+
+    def settle(self) -> None:
+        """Deferred mode: evaluate every incident that changed, then those whose
+        timers the watermark has reached."""
+        dirty, self._dirty = self._dirty, set()
+        incidents = self.incidents
+        for incident_id in dirty:
+            st = incidents.get(incident_id)
+            if st is not None:
+                self._evaluate(incident_id, st)
+        self._due()
+
+    # --------------------------------------------------------------- internals
+    def _live(self, incident_id: str) -> IncidentState | None:
+        """The incident's state unless its retention has passed (deferred mode
+        evicts lazily: it checks here what eager mode's timers did already)."""
+        st = self.incidents.get(incident_id)
+        if st is not None and self.deferred:
+            w = self.watermark
+            if w is not None and st.last + self.params.state_retention <= w:
+                self._dirty.discard(incident_id)
+                self._evaluate(incident_id, st)
+                return self.incidents.get(incident_id)
+        return st
+
+    def _due(self) -> None:
+        w = self.watermark
+        if w is None:
+            return
+        heap, incidents = self._heap, self.incidents
+        while heap and heap[0][0] <= w:
+            due, incident_id = heapq.heappop(heap)
+            st = incidents.get(incident_id)
+            if st is not None and st.timer == due:
+                st.timer = None
+                self._evaluate(incident_id, st)
+
+    def assess(self, st: IncidentState) -> Assessment | None:
+        """§3 applied to a seen incident (None when its ``opened`` has not arrived)."""
+        if st.opening is None:
+            return None
+        return assess(st.events, st.crimes.values(), self.params, self.crime_categories)
+
+    def _evaluate(self, incident_id: str, st: IncidentState) -> None:
+        """Recompute one incident: tally, alerts, timer, eviction."""
+        w = self.watermark
+        p = self.params
+        a = st.assessment = self.assess(st)
+        if a is None:
+            status = UNOPENED if st.events else None
+        else:
+            status = status_at(a, w, p)
+        evict_at = st.last + p.state_retention
+        if a is not None and a.deadline is not None:
+            evict_at = max(evict_at, a.deadline + p.state_retention)
+        transition = self.tally.move(incident_id, st, status, a)
+        if transition is not None and not self.deferred:  # offline: no metrics, no alerts
+            self.changes.transitions.append(transition)
+        if w is not None and evict_at <= w:
+            self.tally.evict(st)
+            del self.incidents[incident_id]
+            if not self.deferred:
+                self.changes.evicted.add(incident_id)
+                self.changes.touched.discard(incident_id)
+            return
+        if not self.deferred:
+            self.changes.touched.add(incident_id)
+            if a is not None:
+                kind = alert_kind(status, a.exempt_reason, st.alerts)
+                if kind is not None:
+                    self._alert(incident_id, st, a, status, kind)
+        due = next_change(a, status, p) if a is not None else None
+        timer = evict_at if due is None else min(due, evict_at)
+        if timer != st.timer:
+            st.timer = timer
+            heapq.heappush(self._heap, (timer, incident_id))
+            if len(self._heap) > 2 * len(self.incidents) + 1024:
+                self._heap = [(s.timer, i) for i, s in self.incidents.items() if s.timer is not None]
+                heapq.heapify(self._heap)
+
+    def _alert(self, incident_id: str, st: IncidentState, a: Assessment, status: str, kind: str) -> None:
+        """Decide one alert: each kind once per incident (``st.alerts`` remembers)."""
+        st.alerts.append(kind)
+        opening = st.opening
+        self.changes.alerts.append(Alert(
+            kind, incident_id, a.category, opening.district, opening.channel, tuple(st.flags),
+            a.required_since, a.deadline, self.watermark,
+            tuple(sorted(c for c, t in st.crimes.items() if t is not None)),
+            status if kind == "resolved" else None,
+        ))
+
+    def board_entry(self, incident_id: str) -> BoardEntry | None:
+        """The incident as ``/incidents`` lists it, or None when it needs no one's attention."""
+        st = self.incidents.get(incident_id)
+        key = None if st is None else st.key
+        if key is None:
+            return None
+        status = key.status
+        if status in OPEN_STATUSES:
+            reason = None
+        elif status == EXEMPT and is_downgrade(key.reason):
+            status, reason = "downgraded", key.reason
+        else:
+            return None
+        a, opening = st.assessment, st.opening
+        return BoardEntry(incident_id, status, a.category, opening.district, opening.channel, tuple(st.flags),
+                          a.required_since, a.deadline, reason)
+
+    # ------------------------------------------------------------- persistence
+    def load(self, states: dict[str, IncidentState], meta: dict | None) -> None:
+        """Rebuild from persisted states and the partition's meta (watermark
+        source, evicted tallies). Statuses are recomputed, not trusted."""
+        if meta:
+            self.max_time = meta.get("max_time")
+            self.tally.restore_evicted(meta.get("evicted"))
+        for incident_id, st in states.items():
+            self.incidents[incident_id] = st
+            st.key = None
+            st.timer = None
+            self._evaluate(incident_id, st)
+        self.changes.transitions.clear()
+        self.changes.touched.clear()
+
+    def meta(self) -> dict:
+        return {"max_time": self.max_time, "evicted": self.tally.evicted_json()}

@@ -1,0 +1,152 @@
+"""The whole monitor in one process: validation and the three stages, with
+direct calls where the workers have Kafka topics.
+
+The offline audit (``cdiwatch audit FILE``) and the tests use this. It wires
+the very stage classes the workers run (:mod:`~pipeline.core.stages`); only
+the transport differs: here a stage's message is a method call on the one
+stage that owns everything, delivered at once, so after each :meth:`Monitor.feed`
+every consequence has happened.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .audit import AuditParts, build_audit
+from .config import CoreConfig
+from .events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Rejection
+from .stages import CrimeStage, EventStage, IncidentStage
+from .validation import Validator
+
+__all__ = ["Monitor"]
+
+
+class _DirectRouter:
+    """Stage messages as direct calls (one partition of everything)."""
+
+    def __init__(self, monitor: "Monitor") -> None:
+        self.m = monitor
+
+    def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
+        m = self.m
+        m.incident.event(ev, stale)
+        m.crime.observe(ev.at)
+        if m.eager:
+            m.incident.flush()
+
+    def crime_event(self, ev: CrimeEvent, stale: bool) -> None:
+        m = self.m
+        m.crime.event(ev, stale)
+        m.incident.observe(ev.at)
+        m.crime.flush()
+        if m.eager:
+            m.incident.flush()
+
+    def link(self, link: Link) -> None:
+        self.m.incident.link(link)
+
+    def notice(self, notice: Notice) -> None:
+        self.m.crime.notice(notice)
+
+    def alert(self, alert: Alert) -> None:
+        if self.m.keep_alerts:
+            self.m.alerts.append(alert)
+
+    def deadletter(self, key: bytes | None, record: bytes) -> None:
+        pass
+
+
+class Monitor:
+    """Feeds raw messages through validation and the stages (single process).
+
+    ``deferred``: the offline audit's speed mode. Incidents are evaluated when
+    the audit is asked for (and every quarter of ``state_retention`` of event
+    time, for eviction) instead of after every event; alerts are then not decided.
+    """
+
+    def __init__(self, config: CoreConfig | None = None, keep_alerts: bool = False,
+                 deferred: bool = False) -> None:
+        if deferred and keep_alerts:
+            raise ValueError("a deferred monitor decides no alerts")
+        self.config = config = config or CoreConfig()
+        self.validator = Validator(config.vocabulary, config.limits)
+        self.eager = not deferred
+        self.keep_alerts = keep_alerts
+        self.alerts: list[Alert] = []
+        self.rejections: Counter = Counter()  # (side, reason)
+        #: messages whose processing raised (a defect, or a state limit): dead-lettered by a worker
+        self.processing_errors: list[tuple[str, str]] = []  # (event_id, detail)
+        router = _DirectRouter(self)
+        self.events = EventStage(config, router, persist=False)
+        self.incident = IncidentStage(config, router, deferred=deferred)
+        self.crime = CrimeStage(config, router, persist=False)
+        self._settled_at: int | None = None
+        self._settle_every = config.params.state_retention // 4
+
+    # the ledgers, for tests and reports
+    @property
+    def incidents(self):
+        return self.incident.ledger
+
+    @property
+    def crimes(self):
+        return self.crime.ledger
+
+    @property
+    def event_ids(self):
+        return self.events.ids
+
+    def feed(self, topic: str, payload: bytes, now: int) -> Rejection | None:
+        """One message as consumed from ``topic`` at wall time ``now``; its rejection, if any."""
+        side = self.config.topics.side_of(topic)
+        if side is None:
+            raise ValueError(f"not an input topic: {topic!r}")
+        return self.feed_side(side, payload, now)
+
+    def feed_side(self, side: str, payload: bytes, now: int) -> Rejection | None:
+        result = self.validator.validate(side, payload, now)
+        if type(result) is Rejection:
+            self.events.reject(side)
+            self.rejections[(side, result.reason)] += 1
+            return result
+        self.apply(result)
+        return None
+
+    def apply(self, ev: IncidentEvent | CrimeEvent) -> None:
+        """A valid event, through the stages and all its consequences.
+
+        A failure inside is caught and remembered (:attr:`processing_errors`),
+        as a worker dead-letters it with reason ``processing_error``; the event
+        keeps the outcome its validation gave it in the counts.
+        """
+        try:
+            self.events.arrive(ev)
+        except Exception as exc:  # noqa: BLE001 - no message stops the monitor
+            if len(self.processing_errors) < 10_000:
+                self.processing_errors.append((ev.event_id, f"{type(exc).__name__}: {exc}"))
+        if not self.eager:
+            last = self._settled_at
+            if last is None:
+                self._settled_at = ev.at
+            elif ev.at - last > self._settle_every:
+                self.settle()
+
+    def settle(self) -> None:
+        """Deferred mode: bring every status up to the current watermark."""
+        incident, crime = self.incident, self.crime
+        t = incident.ledger.max_time
+        crime.observe(t)
+        incident.observe(crime.ledger.max_time)
+        self.events.observe(incident.ledger.max_time)
+        incident.ledger.settle()
+        incident.flush()
+        crime.flush()
+        self._settled_at = incident.ledger.max_time
+
+    def parts(self) -> AuditParts:
+        if not self.eager:
+            self.settle()
+        return AuditParts.total((self.events.parts(), self.incident.parts(), self.crime.parts()))
+
+    def audit(self) -> dict:
+        return build_audit(self.parts(), self.config.params.allowed_lateness)

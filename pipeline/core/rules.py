@@ -1,0 +1,207 @@
+"""The decision rules of contract §3, as pure functions, one per rule.
+
+They take one incident's events in decision order (``occurred_at``, then
+``event_id``: the order :class:`~pipeline.core.events.IncidentEvent` sorts in)
+and its linked crimes' recording times, and return plain values. Nothing here
+reads a clock, a topic or a file; :mod:`~pipeline.core.incidents` calls them
+whenever an incident's inputs or the watermark change, so any arrival order
+of the same events gives the same statuses (the property tests check it).
+
+All times are integer microseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, NamedTuple, Sequence
+
+from .config import Params
+from .events import IncidentEvent
+from .vocabulary import (
+    AT_RISK, DOWNGRADE_REASONS, EXEMPT, EXEMPT_DISPOSITIONS, LATE, NOT_REQUIRED, ON_TIME, OVERDUE,
+    PENDING, RECLASSIFIED_NON_CRIME,
+)
+
+__all__ = ["Assessment", "Requirement", "Rate", "assess", "required_point", "replayed_until",
+           "exemption", "label_category", "recording", "status_at", "next_change", "is_at_risk",
+           "is_downgrade", "alert_kind", "wilson_interval", "WILSON_Z"]
+
+WILSON_Z = 1.959963984540054
+
+
+class Requirement(NamedTuple):
+    """Where an incident became required: the index of that event and ``required_since``."""
+
+    index: int
+    since: int
+
+
+class Assessment(NamedTuple):
+    """What an incident's events and crimes say, independent of the watermark.
+
+    ``required_since``/``deadline`` are None when it is not required;
+    ``recorded_at`` is the earliest recording time of a linked crime.
+    """
+
+    required: bool
+    required_since: int | None = None
+    deadline: int | None = None
+    category: str | None = None
+    exempt_reason: str | None = None
+    recorded_at: int | None = None
+
+
+class Rate(NamedTuple):
+    """A proportion and its 95% Wilson interval; all None when nothing was counted."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+
+
+NOT_REQUIRED_ASSESSMENT = Assessment(required=False)
+
+
+def required_point(events: Sequence[IncidentEvent], crime_categories: frozenset[str]) -> Requirement | None:
+    """§3 "required": the first event after which the category is crime-related.
+
+    ``required_since`` is that event's ``reported_at`` when it is ``opened``,
+    else its ``occurred_at``. Only ``opened`` and ``reclassified`` carry a category.
+    """
+    for i, ev in enumerate(events):
+        category = ev.category
+        if category is not None and category in crime_categories:
+            return Requirement(i, ev.reported_at if ev.kind == "opened" else ev.at)
+    return None
+
+
+def replayed_until(events: Sequence[IncidentEvent], point: Requirement, deadline: int) -> int:
+    """§3 exemption replay: the events up to the one that made the incident
+    required, then the later ones with ``occurred_at <= D``. Returns the end index."""
+    upto = point.index + 1
+    n = len(events)
+    while upto < n and events[upto].at <= deadline:
+        upto += 1
+    return upto
+
+
+def exemption(events: Sequence[IncidentEvent], upto: int, first: int,
+              crime_categories: frozenset[str]) -> str | None:
+    """§3 exemption reason from the replayed events ``events[:upto]``.
+
+    Checked in order: the category is no longer crime-related
+    (``reclassified_non_crime``); else the last ``closed`` event at or after
+    the one that made it required (index ``first``) has an exempting disposition.
+    """
+    category = None
+    last_close = None
+    for i in range(upto):
+        ev = events[i]
+        if ev.category is not None:
+            category = ev.category
+        elif ev.kind == "closed" and i >= first:
+            last_close = ev.disposition
+    if category not in crime_categories:
+        return RECLASSIFIED_NON_CRIME
+    if last_close in EXEMPT_DISPOSITIONS:
+        return last_close
+    return None
+
+
+def is_downgrade(reason: str | None) -> bool:
+    """§3: an exemption for ``reclassified_non_crime`` or ``no_crime`` is a downgrade."""
+    return reason in DOWNGRADE_REASONS
+
+
+def label_category(events: Sequence[IncidentEvent], upto: int, crime_categories: frozenset[str]) -> str | None:
+    """§3: the incident's category is the last crime-related one among the replayed events."""
+    label = None
+    for i in range(upto):
+        category = events[i].category
+        if category is not None and category in crime_categories:
+            label = category
+    return label
+
+
+def recording(record_times: Iterable[int | None]) -> int | None:
+    """§2: the earliest recording time among the linked crimes (None: no record yet)."""
+    best = None
+    for t in record_times:
+        if t is not None and (best is None or t < best):
+            best = t
+    return best
+
+
+def assess(events: Sequence[IncidentEvent], record_times: Iterable[int | None], params: Params,
+           crime_categories: frozenset[str]) -> Assessment:
+    """Apply §3 to one seen incident (``events`` in decision order)."""
+    point = required_point(events, crime_categories)
+    if point is None:
+        return NOT_REQUIRED_ASSESSMENT
+    deadline = point.since + params.recording_deadline
+    upto = replayed_until(events, point, deadline)
+    return Assessment(True, point.since, deadline, label_category(events, upto, crime_categories),
+                      exemption(events, upto, point.index, crime_categories), recording(record_times))
+
+
+def is_at_risk(deadline: int, w: int, params: Params) -> bool:
+    """§3: a pending incident is at risk when ``D - W <= at_risk_window``."""
+    return deadline - w <= params.at_risk_window
+
+
+def status_at(a: Assessment, w: int | None, params: Params) -> str:
+    """§3 status of a seen incident at watermark ``w``; the first match wins."""
+    if not a.required:
+        return NOT_REQUIRED
+    if a.recorded_at is not None:
+        return ON_TIME if a.recorded_at <= a.deadline else LATE
+    if a.exempt_reason is not None:
+        return EXEMPT
+    if w is not None and a.deadline <= w:
+        return OVERDUE
+    if w is not None and is_at_risk(a.deadline, w, params):
+        return AT_RISK
+    return PENDING
+
+
+def next_change(a: Assessment, status: str, params: Params) -> int | None:
+    """The watermark at which this status changes by the passing of time alone."""
+    if status == PENDING:
+        return a.deadline - params.at_risk_window
+    if status == AT_RISK:
+        return a.deadline
+    return None
+
+
+def alert_kind(status: str, exempt_reason: str | None, sent: list[str]) -> str | None:
+    """§4: the alert this status calls for, if not ``sent`` yet.
+
+    ``at_risk`` on entering the window; ``overdue`` when W passes D unrecorded;
+    ``resolved`` when a record arrives for an incident that was overdue;
+    ``downgraded`` when exempted by a downgrade while unrecorded.
+    """
+    if status == AT_RISK:
+        kind = "at_risk"
+    elif status == OVERDUE:
+        kind = "overdue"
+    elif status == ON_TIME or status == LATE:
+        kind = "resolved" if "overdue" in sent else None
+    elif status == EXEMPT and is_downgrade(exempt_reason):
+        kind = "downgraded"
+    else:
+        return None
+    return None if kind is None or kind in sent else kind
+
+
+def wilson_interval(successes: int, total: int, z: float = WILSON_Z) -> Rate:
+    """§4 recording rate and its Wilson score interval (no continuity correction, clamped)."""
+    if total <= 0:
+        return Rate(None, None, None)
+    p = successes / total
+    z2 = z * z
+    denom = 1 + z2 / total
+    centre = (p + z2 / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / denom
+    # The exact interval always contains p; at p = 0 or 1 rounding would leave it just outside.
+    return Rate(p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
+

@@ -1,0 +1,167 @@
+"""Incremental counts the ledgers keep, so an audit never walks every incident.
+
+Each seen incident *contributes* one :class:`Contribution` (its status and the
+labels it is counted under), one :class:`DayKey` (its status on the UTC day it
+became required: the registrar's daily chart) and, once recorded, one
+recording-delay bucket. When an incident's status changes its contribution
+moves from the old key to the new one; when it is evicted its contribution
+stays counted. Each crime contributes one :class:`CrimeKey`.
+
+Districts outside the configured list are counted under ``None`` here: the
+tally stays bounded whatever free text a feed sends; the metrics module
+chooses to call them ``other`` (contract §2: "kept as sent everywhere else").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import NamedTuple
+
+from .rules import Assessment
+from .times import US, HOUR, day_of
+from .vocabulary import EXEMPT, RECORDED_STATUSES, UNOPENED
+
+__all__ = ["Contribution", "DayKey", "CrimeKey", "Transition", "IncidentTally", "DELAY_EDGES_H",
+           "delay_bucket", "shift"]
+
+#: Upper edges (hours) of the recording-delay buckets; the last bucket is open.
+DELAY_EDGES_H = (1, 2, 4, 8, 12, 18, 24, 36, 48, 72, 168)
+_DELAY_EDGES = tuple(h * HOUR for h in DELAY_EDGES_H)
+
+
+class Contribution(NamedTuple):
+    """What one incident adds to the audit: status and labels (§4)."""
+
+    status: str
+    category: str | None
+    district: str | None  # a configured district, or None for any other
+    channel: str | None
+    reason: str | None    # exemption reason, for exempt incidents
+
+
+class DayKey(NamedTuple):
+    """A required incident's status, on the UTC day (days since 1970) it became required."""
+
+    day: int
+    status: str
+
+
+class CrimeKey(NamedTuple):
+    """What one crime adds to ``crimes`` in audit.v1."""
+
+    recorded: bool
+    without_incident: bool
+    cancelled: bool
+    cancelled_without_reason: bool
+
+
+class Transition(NamedTuple):
+    """An incident's contribution moved (the metrics' counters follow these)."""
+
+    incident_id: str
+    old: Contribution | None
+    new: Contribution | None
+    delay_s: float | None = None  # report -> record, when it became recorded
+
+
+UNOPENED_KEY = Contribution(UNOPENED, None, None, None, None)
+
+
+def delay_bucket(delay: int) -> int:
+    """Index of the recording-delay bucket of ``delay`` microseconds."""
+    for i, edge in enumerate(_DELAY_EDGES):
+        if delay < edge:
+            return i
+    return len(_DELAY_EDGES)
+
+
+def shift(counter: Counter, old, new, n: int = 1) -> None:
+    """Move ``n`` from key ``old`` to key ``new`` (None: nowhere); no zero entries left."""
+    if old is not None:
+        left = counter[old] - n
+        if left:
+            counter[old] = left
+        else:
+            del counter[old]
+    if new is not None:
+        counter[new] = counter.get(new, 0) + n
+
+
+class IncidentTally:
+    """The incident side's counts: contributions, daily statuses, recording delays.
+
+    Responsibilities: compute an incident's keys from its assessment (interned,
+    so a million incidents share a few hundred key objects); move counts when
+    they change; keep what evicted incidents contributed, for persistence.
+    """
+
+    def __init__(self, districts) -> None:
+        self.districts = frozenset(districts)
+        self.agg: Counter = Counter()
+        self.daily: Counter = Counter()
+        self.delays: Counter = Counter()
+        self.evicted: Counter = Counter()
+        self.evicted_daily: Counter = Counter()
+        self.evicted_delays: Counter = Counter()
+        self._interned: dict = {}
+
+    def _intern(self, key):
+        return self._interned.setdefault(key, key)
+
+    def move(self, incident_id: str, st, status: str | None, a: Assessment | None) -> Transition | None:
+        """Bring ``st``'s counted keys to ``status``; the transition if its contribution moved."""
+        if status is None:
+            key = day = delay = None
+        elif a is None:
+            key, day, delay = UNOPENED_KEY, None, None
+        else:
+            opening = st.opening
+            district = opening[3] if opening[3] in self.districts else None
+            key = self._intern(Contribution(status, a.category, district, opening[2],
+                                            a.exempt_reason if status == EXEMPT else None))
+            day = self._intern(DayKey(day_of(a.required_since), status)) if a.required else None
+            delay = delay_bucket(a.recorded_at - a.required_since) if status in RECORDED_STATUSES else None
+        if day is not st.day:
+            shift(self.daily, st.day, day)
+            st.day = day
+        if delay != st.delay:
+            shift(self.delays, st.delay, delay)
+            st.delay = delay
+        old = st.key
+        if key is old:
+            return None
+        shift(self.agg, old, key)
+        st.key = key
+        became_recorded = delay is not None and (old is None or old.status not in RECORDED_STATUSES)
+        return Transition(incident_id, old, key,
+                          max(0, a.recorded_at - a.required_since) / US if became_recorded else None)
+
+    def evict(self, st) -> None:
+        """The incident is forgotten; what it contributed stays counted."""
+        if st.key is not None:
+            self.evicted[st.key] += 1
+        if st.day is not None:
+            self.evicted_daily[st.day] += 1
+        if st.delay is not None:
+            self.evicted_delays[st.delay] += 1
+
+    def evicted_json(self) -> list:
+        return [[[list(k), n] for k, n in self.evicted.items()],
+                [[list(k), n] for k, n in self.evicted_daily.items()],
+                [[k, n] for k, n in self.evicted_delays.items()]]
+
+    def restore_evicted(self, data: list | None) -> None:
+        if not data:
+            return
+        keys, days, delays = data
+        for k, n in keys:
+            key = self._intern(Contribution(*k))
+            self.evicted[key] += n
+            self.agg[key] += n
+        for k, n in days:
+            day = self._intern(DayKey(*k))
+            self.evicted_daily[day] += n
+            self.daily[day] += n
+        for k, n in delays:
+            self.evicted_delays[k] += n
+            self.delays[k] += n

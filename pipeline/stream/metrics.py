@@ -1,0 +1,148 @@
+"""The ``cdi_*`` Prometheus metrics of a worker (contract §4).
+
+Two kinds, on purpose:
+- **counters** (``*_total``, the delay histogram) count what *this process*
+  decided, from the ledgers' transitions, so a partition moving to another
+  worker neither double counts nor goes backwards (``increase()`` handles
+  restarts);
+- **gauges** of current state (overdue, pending, at risk, watermark) are read
+  at scrape time from the partitions this worker owns, through the same audit
+  fold as ``/audit`` (:func:`pipeline.core.audit.fold`): summed over workers
+  they are the cluster's numbers.
+
+No label ever holds an incident id, crime id or other unbounded value. The
+tally counts districts outside the configured list under ``None``; this
+module labels them ``other``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..core.audit import fold
+from ..core.tally import Contribution, Transition
+from ..core.vocabulary import EXEMPT, LATE, OVERDUE, RECORDED_STATUSES, REQUIRED_STATUSES
+
+__all__ = ["Metrics", "StateCollector", "district_label", "OTHER_DISTRICT"]
+
+# ``*_created`` series double the exposition and no rule or dashboard uses them.
+disable_created_metrics()
+
+OTHER_DISTRICT = "other"
+DELAY_BUCKETS = (60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 18 * 3600,
+                 24 * 3600, 36 * 3600, 48 * 3600, 72 * 3600, 7 * 86400)
+
+
+def district_label(district: str | None) -> str:
+    """The metric label of a tallied district: configured districts as they are, others ``other``."""
+    return OTHER_DISTRICT if district is None else district
+
+
+class Metrics:
+    """Owns the registry and every ``cdi_*`` family; turns ledger changes into samples."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.required = PCounter("cdi_incidents_required_total", "Incidents that became crime-related (a record is required).",
+                                 ["category", "district", "channel"], registry=r)
+        self.recorded = PCounter("cdi_incidents_recorded_total", "Required incidents that got a crime record.",
+                                 ["category", "district", "timeliness"], registry=r)
+        self.breached = PCounter("cdi_incidents_breached_total", "Required incidents whose recording deadline passed unrecorded.",
+                                 ["category", "district", "channel"], registry=r)
+        self.exempt = PCounter("cdi_incidents_exempt_total", "Required incidents exempted (reason: reclassified_non_crime, no_crime, transferred, duplicate).",
+                               ["category", "reason"], registry=r)
+        self.delay = Histogram("cdi_recording_delay_seconds", "Seconds from report (required_since) to crime record.",
+                               ["category"], buckets=DELAY_BUCKETS, registry=r)
+        self.cancelled = PCounter("cdi_crimes_cancelled_total", "Crime cancellation events (reason 'none' when absent).",
+                                  ["reason"], registry=r)
+        self.events = PCounter("cdi_events_total", "Input messages by outcome.", ["topic", "outcome"], registry=r)
+        self.deadletter = PCounter("cdi_deadletter_total", "Input messages sent to the dead-letter topic, by reason.",
+                                   ["topic", "reason"], registry=r)
+        self.processing_errors = PCounter("cdi_processing_errors_total",
+                                          "Messages whose processing raised inside the monitor (dead-lettered, skipped).",
+                                          ["stage"], registry=r)
+        self.alerts = PCounter("cdi_alerts_total", "Alerts published on the alerts topic.", ["kind"], registry=r)
+        self.last_received = Gauge("cdi_last_event_received_timestamp_seconds",
+                                   "Wall clock when a message was last read from the input topic.", ["topic"], registry=r)
+        self.ready = Gauge("cdi_worker_ready", "1 when this worker has recovered its partitions, reaches the broker and is consuming.",
+                           registry=r)
+        self.recovery = Gauge("cdi_recovery_seconds", "Seconds the last partition recovery took.", registry=r)
+        for stage in ("intake", "event", "incident", "crime"):
+            self.processing_errors.labels(stage)
+
+    def observe_transitions(self, transitions: Iterable[Transition]) -> None:
+        """Counter increments for status changes decided by this process."""
+        for t in transitions:
+            new, old = t.new, t.old
+            if new is None:
+                continue
+            status, category, district, channel, reason = new
+            district = district_label(district)
+            old_status = old.status if old else None
+            if status in REQUIRED_STATUSES and old_status not in REQUIRED_STATUSES:
+                self.required.labels(category, district, channel).inc()
+            if status in RECORDED_STATUSES and old_status not in RECORDED_STATUSES:
+                self.recorded.labels(category, district, status).inc()
+                if t.delay_s is not None:
+                    self.delay.labels(category).observe(t.delay_s)
+            # Breached: the deadline passed with no record. Usually seen as the
+            # move to overdue; a record that arrives already late without the
+            # incident having been seen overdue (lateness, batching) breached too.
+            if (status == OVERDUE and old_status != OVERDUE) or \
+                    (status == LATE and old_status not in (OVERDUE, LATE)):
+                self.breached.labels(category, district, channel).inc()
+            if status == EXEMPT and old_status != EXEMPT:
+                self.exempt.labels(category, reason).inc()
+
+    def observe_cancellations(self, reasons: Iterable[str | None]) -> None:
+        for reason in reasons:
+            self.cancelled.labels(reason or "none").inc()
+
+
+class StateCollector(Collector):
+    """State gauges read from the owned partitions at scrape time.
+
+    ``source`` returns ``(incident contributions, greatest watermark in µs)``
+    for the partitions this worker owns right now.
+    """
+
+    def __init__(self, source: Callable[[], tuple[Counter, int | None]]) -> None:
+        self.source = source
+
+    def collect(self):
+        agg, watermark_us = self.source()
+        overdue = GaugeMetricFamily("cdi_incidents_overdue", "Required incidents past their deadline with no record.",
+                                    labels=["category", "district", "channel"])
+        pending = GaugeMetricFamily("cdi_incidents_pending", "Required incidents before their deadline with no record (at risk included).",
+                                    labels=["category", "district"])
+        at_risk = GaugeMetricFamily("cdi_incidents_at_risk", "Pending incidents inside the at-risk window.",
+                                    labels=["category", "district"])
+        for (category, district, channel), c in sorted(fold(agg, _by_channel).items(), key=str):
+            if c["overdue"]:
+                overdue.add_metric([category, district, channel], c["overdue"])
+        for (category, district), c in sorted(fold(agg, _by_district).items(), key=str):
+            if c["pending"]:
+                pending.add_metric([category, district], c["pending"])
+            if c["at_risk"]:
+                at_risk.add_metric([category, district], c["at_risk"])
+        wm = GaugeMetricFamily("cdi_watermark_timestamp_seconds",
+                               "Event-time watermark (greatest occurred_at minus allowed lateness).")
+        if watermark_us is not None:
+            wm.add_metric([], watermark_us / 1_000_000)
+        return [overdue, pending, at_risk, wm]
+
+    def describe(self):
+        return []
+
+
+def _by_channel(k: Contribution) -> tuple:
+    return (k.category, district_label(k.district), k.channel)
+
+
+def _by_district(k: Contribution) -> tuple:
+    return (k.category, district_label(k.district))

@@ -1,0 +1,209 @@
+"""One owned partition of one stage: a core stage, its input position, its changelog.
+
+Responsibilities:
+- apply the records of the stage's input partition in order, each message
+  through the core stage, a failing message caught, dead-lettered as a
+  ``processing_error`` and skipped (:meth:`StagePartition.process`);
+- after a batch, say what to persist: the changed state records and the
+  checkpoint (meta and next input offset) (:meth:`StagePartition.collect`);
+- rebuild from a recovered changelog (:meth:`StagePartition.load`).
+
+The core stages do the deciding; this module only moves bytes to and from them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Callable
+
+import msgspec
+
+from ..core.config import CoreConfig
+from ..core.events import Arrival, CrimeEvent, IncidentEvent, Invalid, Link, Notice, Stale
+from ..core.stages import CrimeStage, EventStage, IncidentStage
+from ..core.vocabulary import SIDES
+from .codec import decode_batch, decode_crime, decode_incident, encode_crime, encode_incident
+from .store import Recovered
+from .transport import KafkaRouter
+
+__all__ = ["StagePartition", "EventPartition", "IncidentPartition", "CrimePartition", "PARTITION_TYPES"]
+
+logger = logging.getLogger(__name__)
+_int_encoder = msgspec.msgpack.Encoder()
+_int_decoder = msgspec.msgpack.Decoder(int)
+
+#: on_error(stage, record, op, exc): a message whose processing raised.
+ErrorHandler = Callable[[str, object, object, BaseException], None]
+
+
+class StagePartition:
+    """The common part; subclasses say how their stage's messages and state look."""
+
+    stage_name = ""
+
+    def __init__(self, partition: int, stage) -> None:
+        self.partition = partition
+        self.stage = stage
+        self.next_offset: int | None = None
+        self.dirty = False
+
+    def process(self, record, on_error: ErrorHandler) -> None:
+        """Apply one record of the stage's input partition."""
+        if self.next_offset is not None and record.offset < self.next_offset:
+            return  # applied before the checkpoint this partition was recovered from
+        self.next_offset = record.offset + 1
+        self.dirty = True
+        try:
+            batch = decode_batch(record.value)
+        except (msgspec.DecodeError, TypeError) as exc:
+            on_error(self.stage_name, record, None, exc)
+            return
+        self.stage.observe(batch.t)
+        dispatch = self.dispatch
+        for op in batch.ops:
+            try:
+                dispatch(op)
+            except Exception as exc:  # noqa: BLE001 - no message stops a worker
+                on_error(self.stage_name, record, op, exc)
+
+    def dispatch(self, op) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def collect(self) -> list[tuple[bytes, bytes | None]]:  # pragma: no cover - abstract
+        """The state records changed since the last collect (and send the stage's messages)."""
+        raise NotImplementedError
+
+    def meta(self) -> dict:
+        return self.stage.meta()
+
+    def max_time(self) -> int | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class EventPartition(StagePartition):
+    """Event ids and counts (:class:`~pipeline.core.stages.EventStage`)."""
+
+    stage_name = "event"
+
+    def __init__(self, partition: int, config: CoreConfig, router: KafkaRouter) -> None:
+        super().__init__(partition, EventStage(config, router))
+        self.deadletters: Counter = Counter()  # (side, reason) published since the last collect
+
+    def dispatch(self, op) -> None:
+        t = type(op)
+        if t is Arrival:
+            self.stage.arrive(op.event, op.partition, op.offset)
+        elif t is Invalid:
+            if self.stage.reject(op.side, op.partition, op.offset, op.key, op.deadletter):
+                self.deadletters[(op.side, op.reason)] += 1
+        else:
+            raise TypeError(f"the event stage takes no {t.__name__}")
+
+    def collect(self) -> list[tuple[bytes, bytes | None]]:
+        added, removed = self.stage.ids.drain()
+        out = [(b"e:" + side[0].encode() + b":" + event_id.encode("utf-8"), _int_encoder.encode(at))
+               for side, event_id, at in added]
+        out.extend((b"e:" + side[0].encode() + b":" + event_id.encode("utf-8"), None) for side, event_id in removed)
+        return out
+
+    def load(self, rec: Recovered) -> None:
+        sides = {s[0]: s for s in SIDES}
+        ids = []
+        for key, value in rec.values.items():
+            if key.startswith(b"e:"):
+                side, event_id = sides[chr(key[2])], key[4:].decode("utf-8")
+                ids.append((side, event_id, _int_decoder.decode(value)))
+        self.stage.load(ids, rec.meta)
+        self.next_offset = rec.next_offset
+
+    def counts(self) -> dict[str, Counter]:
+        return self.stage.ids.counts
+
+    def max_time(self) -> int | None:
+        return self.stage.ids.max_time
+
+
+class IncidentPartition(StagePartition):
+    """The incident ledger (:class:`~pipeline.core.stages.IncidentStage`)."""
+
+    stage_name = "incident"
+
+    def __init__(self, partition: int, config: CoreConfig, router: KafkaRouter) -> None:
+        super().__init__(partition, IncidentStage(config, router))
+        self.changes = None  # the last collect's IncidentChanges, for metrics and views
+
+    def dispatch(self, op) -> None:
+        t = type(op)
+        stage = self.stage
+        if t is IncidentEvent:
+            stage.event(op)
+        elif t is Link:
+            stage.link(op)
+        elif t is Stale and type(op.event) is IncidentEvent:
+            stage.event(op.event, True)
+        else:
+            raise TypeError(f"the incident stage takes no {t.__name__}")
+
+    def collect(self) -> list[tuple[bytes, bytes | None]]:
+        ch = self.changes = self.stage.flush()
+        if ch is None:
+            return []
+        states = self.stage.ledger.incidents
+        out = [(b"i:" + i.encode("utf-8"), encode_incident(states[i])) for i in ch.touched if i in states]
+        out.extend((b"i:" + i.encode("utf-8"), None) for i in ch.evicted)
+        return out
+
+    def load(self, rec: Recovered) -> None:
+        states = {key[2:].decode("utf-8"): decode_incident(value)
+                  for key, value in rec.values.items() if key.startswith(b"i:")}
+        self.stage.load(states, rec.meta)
+        self.stage.ledger.drain()
+        self.next_offset = rec.next_offset
+
+    def max_time(self) -> int | None:
+        return self.stage.ledger.max_time
+
+
+class CrimePartition(StagePartition):
+    """The crime ledger (:class:`~pipeline.core.stages.CrimeStage`)."""
+
+    stage_name = "crime"
+
+    def __init__(self, partition: int, config: CoreConfig, router: KafkaRouter) -> None:
+        super().__init__(partition, CrimeStage(config, router))
+        self.changes = None
+
+    def dispatch(self, op) -> None:
+        t = type(op)
+        stage = self.stage
+        if t is CrimeEvent:
+            stage.event(op)
+        elif t is Notice:
+            stage.notice(op)
+        elif t is Stale and type(op.event) is CrimeEvent:
+            stage.event(op.event, True)
+        else:
+            raise TypeError(f"the crime stage takes no {t.__name__}")
+
+    def collect(self) -> list[tuple[bytes, bytes | None]]:
+        ch = self.changes = self.stage.flush()
+        if ch is None:
+            return []
+        states = self.stage.ledger.crimes
+        out = [(b"c:" + i.encode("utf-8"), encode_crime(states[i])) for i in ch.touched if i in states]
+        out.extend((b"c:" + i.encode("utf-8"), None) for i in ch.evicted)
+        return out
+
+    def load(self, rec: Recovered) -> None:
+        states = {key[2:].decode("utf-8"): decode_crime(value)
+                  for key, value in rec.values.items() if key.startswith(b"c:")}
+        self.stage.load(states, rec.meta)
+        self.stage.ledger.drain()
+        self.next_offset = rec.next_offset
+
+    def max_time(self) -> int | None:
+        return self.stage.ledger.max_time
+
+
+PARTITION_TYPES = {"event": EventPartition, "incident": IncidentPartition, "crime": CrimePartition}

@@ -1,0 +1,306 @@
+"""The processing loop of a worker: one consumer group for inputs and stage
+topics; batches applied, published, checkpointed, committed, in that order.
+
+Per batch (all under :attr:`Runner.lock`):
+
+1. input records -> :class:`~pipeline.stream.intake.Intake` -> event-stage messages;
+   stage records -> their :class:`~pipeline.stream.partitions.StagePartition`;
+2. every output is sent: stage messages, alerts, dead letters, view updates;
+3. **flush**: all of them acknowledged by the broker;
+4. each changed stage partition writes its state changes and checkpoint
+   (:mod:`pipeline.stream.store`); **flush** again;
+5. the consumed offsets are committed.
+
+Nothing is marked done before the effect it stands for is durable: a
+checkpoint follows its outputs, a commit follows its checkpoint. After a
+crash the new owner of a stage partition recovers its last checkpoint and
+seeks to the input offset it names, so each stage message is applied exactly
+once; input records read again are dropped by their source position in the
+event stage. Outputs may repeat after a crash (alerts keep their ``alert_id``),
+never go missing.
+
+Rebalances: the listener waits for the batch in progress (the lock), so a
+partition is given up only after its last batch is checkpointed and committed;
+a newly assigned stage partition is recovered before its first message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ..core.validation import Validator
+from ..kafka.topics import STAGES, TopicPlan
+from .codec import alert_record
+from .deadletters import deadletter_record
+from .intake import Intake
+from .metrics import Metrics
+from .outbox import Outbox
+from .partitions import PARTITION_TYPES, IncidentPartition, StagePartition
+from .store import ChangelogStore
+from .transport import KafkaRouter
+from .views import ViewPublisher
+
+__all__ = ["Runner"]
+
+logger = logging.getLogger(__name__)
+
+
+class Runner:
+    """Owns the worker's consumer, its partitions and the batch cycle (see the module doc)."""
+
+    def __init__(self, settings, metrics: Metrics, outbox: Outbox, views: ViewPublisher,
+                 client_options: dict, worker_id: str) -> None:
+        self.settings = settings
+        self.plan = TopicPlan.from_settings(settings)
+        self.config = settings.core()
+        self.metrics = metrics
+        self.outbox = outbox
+        self.views = views
+        self.client_options = client_options
+        self.worker_id = worker_id
+        self.router = KafkaRouter(settings.partitions)
+        self.intake = Intake(self.config.topics, Validator(self.config.vocabulary, self.config.limits), self.router)
+        self.store = ChangelogStore(outbox, client_options, f"{settings.app_id}-{worker_id}")
+        self.owned: dict[tuple[str, int], StagePartition] = {}
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.max_time: int | None = None      # greatest valid event time known (watermark source)
+        self._broadcast_t: int | None = None
+        self._last_tick = 0.0
+        self.joined = False
+        self.recovering = False
+        self.consumed: Counter = Counter()
+        self.feeds: dict[tuple[str, int], float] = {}
+        self._feeds_sent: dict[tuple[str, int], float] = {}
+        self.batches = 0
+        self.last_batch = 0.0
+        self.stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        s, plan = self.settings, self.plan
+        session_ms = int(s.session_timeout * 1000)
+        self.consumer = consumer = AIOKafkaConsumer(
+            **self.client_options, group_id=plan.group, client_id=f"{s.app_id}-{self.worker_id}",
+            enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(300, session_ms // 6), max_poll_interval_ms=max(300_000, session_ms * 10),
+            rebalance_timeout_ms=max(session_ms * 2, 20_000), max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024, max_poll_records=s.batch_size,
+            # A short fetch wait bounds the delay an idle hop adds to an alert (the
+            # test broker answers a waiting fetch only at half the wait or at its end).
+            fetch_max_wait_ms=50)
+        await consumer.start()
+        topics = list(plan.inputs) + [plan.ops(stage) for stage in STAGES]
+        consumer.subscribe(topics, listener=_Listener(self))
+        logger.info("consuming %s as group %s", ", ".join(topics), plan.group)
+        try:
+            while not self.stopping:
+                batch = await consumer.getmany(timeout_ms=100, max_records=s.batch_size)
+                async with self.lock:
+                    if batch:
+                        await self.process(batch)
+                    await self.tick()
+        finally:
+            await consumer.stop()
+
+    async def stop(self) -> None:
+        """Graceful stop: the batch in progress finishes (checkpointed, committed), then the group is left."""
+        self.stopping = True
+
+    # ------------------------------------------------------------------ one batch
+    async def process(self, batch: dict) -> None:
+        plan, owned = self.plan, self.owned
+        inputs = plan.inputs
+        now = time.time()
+        commits = {}
+        before = {key: _counts(p) for key, p in owned.items() if key[0] == "event"}
+        for tp, records in batch.items():
+            if not records:
+                continue
+            topic = tp.topic
+            if topic in inputs:
+                self.intake.handle(topic, records, self._intake_error)
+                self.feeds[(topic, tp.partition)] = now
+                self.metrics.last_received.labels(topic).set(now)
+            else:
+                part = owned.get((plan.stage_of(topic), tp.partition))
+                if part is None:
+                    continue
+                process = part.process
+                for record in records:
+                    process(record, self._stage_error)
+            self.consumed[topic] += len(records)
+            commits[tp] = records[-1].offset + 1
+        dirty = [p for p in owned.values() if p.dirty]
+        changes = {}
+        for part in dirty:
+            changes[part] = part.collect()
+            self._observe(part, before)
+        self._raise_max_time()
+        await self._send_outputs()
+        await self.outbox.flush()
+        for part in dirty:
+            await self.store.write(plan.changelog(part.stage_name), part.partition, changes[part], part.meta(),
+                                   part.next_offset)
+            part.dirty = False
+        await self.outbox.flush()
+        self.batches += 1
+        self.last_batch = time.monotonic()
+        if commits:
+            try:
+                await self.consumer.commit(commits)
+            except KafkaError as exc:  # rebalanced meanwhile: positions and checkpoints keep it exact
+                logger.info("commit after a batch failed (%s); the next owner re-reads, nothing counts twice",
+                            type(exc).__name__)
+
+    def _observe(self, part: StagePartition, before: dict) -> None:
+        """Metrics and views for what a partition's batch changed."""
+        m = self.metrics
+        if part.stage_name == "event":
+            old = before.get(("event", part.partition))
+            for side, counts in part.counts().items():
+                topic = self.config.topics.topic_of(side)
+                for outcome in ("valid", "duplicate", "invalid"):
+                    delta = counts[outcome] - (old[side][outcome] if old else 0)
+                    if delta:
+                        m.events.labels(topic, outcome).inc(delta)
+            for (side, reason), n in part.deadletters.items():
+                m.deadletter.labels(self.config.topics.topic_of(side), reason).inc(n)
+            part.deadletters.clear()
+        elif part.changes is not None:
+            ch = part.changes
+            if part.stage_name == "incident":
+                m.observe_transitions(ch.transitions)
+                self.views.board(part.partition, part.stage.ledger, list(ch.touched) + list(ch.evicted))
+            else:
+                m.observe_cancellations(ch.cancellations)
+
+    async def _send_outputs(self) -> None:
+        plan, outbox, router = self.plan, self.outbox, self.router
+        for stage, partition, value in router.drain(self.max_time):
+            await outbox.send(plan.ops(stage), value, partition=partition)
+        alerts, router.alerts = router.alerts, []
+        for a in alerts:
+            await outbox.send(plan.alerts, alert_record(a), key=a.incident_id.encode("utf-8"))
+            self.metrics.alerts.labels(a.kind).inc()
+        letters, router.deadletters = router.deadletters, []
+        for key, record in letters:
+            await outbox.send(plan.deadletter, record, key=key)
+        await self.views.send()
+
+    def _raise_max_time(self) -> None:
+        for part in self.owned.values():
+            t = part.max_time()
+            if t is not None and (self.max_time is None or t > self.max_time):
+                self.max_time = t
+
+    # ------------------------------------------------------------------ every tick
+    async def tick(self) -> None:
+        """Watermark broadcast, audit parts and feed activity, at most every ``tick_interval``."""
+        now = time.monotonic()
+        if now - self._last_tick < self.settings.tick_interval:
+            return
+        self._last_tick = now
+        self._raise_max_time()
+        if self.max_time is not None and self.max_time != self._broadcast_t:
+            self._broadcast_t = self.max_time
+            for stage, partition, value in self.router.broadcast(self.max_time, STAGES):
+                await self.outbox.send(self.plan.ops(stage), value, partition=partition)
+        for (stage, partition), part in self.owned.items():
+            self.views.parts(stage, partition, part.stage.parts())
+        for key, at in self.feeds.items():
+            if at - self._feeds_sent.get(key, 0.0) >= 5.0:
+                self._feeds_sent[key] = at
+                self.views.feed(key[0], key[1], at)
+        if await self.views.send() or self._broadcast_t == self.max_time:
+            await self.outbox.flush()
+
+    # ------------------------------------------------------------------ failures
+    def _intake_error(self, topic, partition, offset, key, value, exc) -> None:
+        """An input record whose handling raised: counted invalid and dead-lettered, once."""
+        self._log_error("intake", topic, partition, offset, exc)
+        from ..core.events import Invalid
+        side = self.config.topics.side_of(topic)
+        dl_key, record = deadletter_record(topic, partition, offset, key, value, "processing_error",
+                                           f"{type(exc).__name__}: {exc}", time.time_ns() // 1000)
+        self.router.add("event", Invalid(side, partition, offset, "processing_error", dl_key, record))
+
+    def _stage_error(self, stage: str, record, op, exc: BaseException) -> None:
+        """A stage message whose processing raised: dead-lettered, skipped; the rest goes on."""
+        self._log_error(stage, record.topic, record.partition, record.offset, exc)
+        import msgspec
+        payload = msgspec.json.encode(op) if op is not None else (record.value or b"")[:65536]
+        key, value = deadletter_record(record.topic, record.partition, record.offset, record.key, payload,
+                                       "processing_error", f"{stage} stage: {type(exc).__name__}: {exc}",
+                                       time.time_ns() // 1000)
+        self.router.deadletter(key, value)
+
+    def _log_error(self, stage: str, topic: str, partition: int, offset: int, exc: BaseException) -> None:
+        self.metrics.processing_errors.labels(stage).inc()
+        logger.error("processing error in the %s stage at %s[%d]@%d: %s: %s (dead-lettered, skipped)",
+                     stage, topic, partition, offset, type(exc).__name__, str(exc)[:200])
+
+    # ------------------------------------------------------------------ rebalances
+    async def revoke(self, tps) -> None:
+        async with self.lock:  # the batch in progress is checkpointed and committed first
+            for tp in tps:
+                stage = self.plan.stage_of(tp.topic)
+                if stage is not None and self.owned.pop((stage, tp.partition), None) is not None:
+                    self.views.give_up(stage, tp.partition)
+            self.joined = False
+
+    async def assign(self, tps) -> None:
+        async with self.lock:
+            self.recovering = True
+            try:
+                await self._recover([tp for tp in tps if self.plan.stage_of(tp.topic) is not None])
+            finally:
+                self.recovering = False
+            self.joined = True
+
+    async def _recover(self, tps: list[TopicPartition]) -> None:
+        wanted = [(self.plan.stage_of(tp.topic), tp.partition) for tp in tps]
+        wanted = [key for key in wanted if key not in self.owned]
+        if not wanted:
+            return
+        t0 = time.monotonic()
+        got = await self.store.recover([(self.plan.changelog(stage), p) for stage, p in wanted])
+        for stage, p in wanted:
+            rec = got[(self.plan.changelog(stage), p)]
+            part = PARTITION_TYPES[stage](p, self.config, self.router)
+            part.load(rec)
+            self.owned[(stage, p)] = part
+            if rec.next_offset is not None:
+                self.consumer.seek(TopicPartition(self.plan.ops(stage), p), rec.next_offset)
+            if isinstance(part, IncidentPartition):
+                self.views.take_over(p, part.stage.ledger)
+            self.views.owner(stage, p, self.settings.advertised_url, self.worker_id)
+        self._raise_max_time()
+        await self.views.send()
+        await self.outbox.flush()
+        seconds = time.monotonic() - t0
+        self.metrics.recovery.set(seconds)
+        logger.info("recovered %d partitions (%d changelog records) in %.1f s", len(wanted),
+                    sum(r.records for r in got.values()), seconds)
+
+
+def _counts(part) -> dict:
+    return {side: dict(c) for side, c in part.counts().items()}
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.runner.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.runner.assign(assigned)
+

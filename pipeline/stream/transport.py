@@ -1,0 +1,84 @@
+"""The Kafka transport of the stage messages: the workers' :class:`~pipeline.core.stages.Router`.
+
+Each message goes to the partition of its target stage that owns its key
+(:func:`~pipeline.core.routing.partition_for`). Messages are gathered per
+target partition while a batch is processed, then sent as few records as fit
+(one record per partition, split only when it would pass :data:`MAX_BATCH_BYTES`).
+Alerts and dead letters are gathered too, and published before the batch's
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from ..core.events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Stale
+from ..core.routing import key_of, partition_for
+from .codec import encode_batch
+
+__all__ = ["KafkaRouter", "MAX_BATCH_BYTES"]
+
+#: A stage record's size goal: well under the producer's 1 MB limit (a dead
+#: letter carried to the event stage is at most ~90 KB).
+MAX_BATCH_BYTES = 512 * 1024
+
+
+class KafkaRouter:
+    """Gathers stage messages per (stage, partition), alerts and dead letters, until :meth:`drain`."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.ops: dict[tuple[str, int], list] = {}
+        self.alerts: list[Alert] = []
+        self.deadletters: list[tuple[bytes | None, bytes]] = []
+
+    def add(self, stage: str, op) -> None:
+        """One message to the partition of ``stage`` that owns its key."""
+        target = (stage, partition_for(key_of(op), self.partitions))
+        ops = self.ops.get(target)
+        if ops is None:
+            self.ops[target] = [op]
+        else:
+            ops.append(op)
+
+    # -- the Router protocol of the core stages
+    def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
+        self.add("incident", Stale(ev) if stale else ev)
+
+    def crime_event(self, ev: CrimeEvent, stale: bool) -> None:
+        self.add("crime", Stale(ev) if stale else ev)
+
+    def link(self, link: Link) -> None:
+        self.add("incident", link)
+
+    def notice(self, notice: Notice) -> None:
+        self.add("crime", notice)
+
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def deadletter(self, key: bytes | None, record: bytes) -> None:
+        self.deadletters.append((key, record))
+
+    # -- after the batch
+    def drain(self, t: int | None) -> list[tuple[str, int, bytes]]:
+        """(stage, partition, record value) for every gathered message, ``t`` on each record."""
+        out = []
+        for (stage, partition), ops in self.ops.items():
+            for value in _encode(t, ops):
+                out.append((stage, partition, value))
+        self.ops = {}
+        return out
+
+    def broadcast(self, t: int, stages: tuple[str, ...]) -> list[tuple[str, int, bytes]]:
+        """An empty message with ``t`` for every partition of ``stages``: the watermark moved."""
+        record = encode_batch(t, [])
+        return [(stage, p, record) for stage in stages for p in range(self.partitions)]
+
+
+def _encode(t: int | None, ops: list) -> list[bytes]:
+    """Records for a partition's messages, halved until none passes :data:`MAX_BATCH_BYTES`
+    (one message is at most ~90 KB: a dead letter, or a crime naming 100 long ids)."""
+    value = encode_batch(t, ops)
+    if len(value) <= MAX_BATCH_BYTES or len(ops) == 1:
+        return [value]
+    half = len(ops) // 2
+    return _encode(t, ops[:half]) + _encode(t, ops[half:])
