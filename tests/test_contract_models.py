@@ -1,4 +1,4 @@
-"""The pydantic models (the published contract) and the fast ``events.Validator``
+"""The pydantic models (the published contract) and the compiled validator
 accept and reject the same inputs; the checked-in JSON Schemas match the models.
 
 Inputs are valid events mutated by hypothesis: a field dropped, given a wrong
@@ -23,18 +23,20 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from pipeline.capture import read_capture
-from pipeline.config import CRIME_CATEGORIES, NON_CRIME_CATEGORIES, Settings
-from pipeline.events import (
-    CANCEL_REASONS, CHANNELS, DISPOSITIONS, FLAGS, CrimeEvent, IncidentEvent, Rejection, Validator,
-    parse_time,
+from pipeline.contract.models import SCHEMA_MODELS, AuditModel
+from pipeline.contract.schemas import SCHEMA_DIR, render
+from pipeline.core.events import CrimeEvent, IncidentEvent, Rejection
+from pipeline.core.times import parse_time
+from pipeline.core.validation import Validator
+from pipeline.core.vocabulary import (
+    CANCEL_REASONS, CHANNELS, CRIME_CATEGORIES, DISPOSITIONS, FLAGS, NON_CRIME_CATEGORIES,
 )
-from pipeline.models import SCHEMA_MODELS, AuditModel
-from pipeline.schemas import SCHEMA_DIR, render
 
 REPO = Path(__file__).resolve().parents[1]
 from support import SAMPLE_DIR as SAMPLE  # noqa: E402
 FAR_FUTURE = 10**18  # µs: year 33658, so no future_timestamp rejection here
-VALIDATOR = Validator.from_settings(Settings())
+VALIDATOR = Validator()
+SIDE = {"incident.v1": "incidents", "crime.v1": "crimes"}
 ADAPTERS = {name: TypeAdapter(SCHEMA_MODELS[name]) for name in ("incident.v1", "crime.v1")}
 ALL_CATEGORIES = CRIME_CATEGORIES + NON_CRIME_CATEGORIES
 
@@ -80,9 +82,11 @@ BAD_TIMES = [
     "2026-03-01T08:00:00,5Z", "０２６-03-01T08:00:00Z", "２０２６-03-01T08:00:00Z",
     "0000-01-01T00:00:00Z", "yesterday afternoon", "", "2026-13-01T08:00:00Z",
     "2026-03-01T08:00:00+01:00Z", "1700000000",
+    # contract revision 2: the instant must lie in years 1-9999 once the offset is applied
+    "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59",
 ]
 ODD_GOOD_TIMES = ["2026-03-01T08:00:00-00:00", "2026-03-01T08:00:00.123456789Z",
-                  "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "2026-03-01t08:00:00z"]
+                  "9999-12-31T23:59:59+01:00", "0001-01-01T00:00:00-01:00", "2026-03-01t08:00:00z"]
 
 
 @st.composite
@@ -139,6 +143,9 @@ values = st.one_of(
     st.sampled_from(["", "x" * 39, "x" * 40, "x" * 41, "é" * 40, "é" * 41]),
     st.lists(st.sampled_from(sorted(FLAGS) + ["grumpy"]), max_size=3),
     st.lists(ids, max_size=3),
+    # the limits of contract revision 2, at and past the edge
+    st.sampled_from(["i" * 256, "i" * 257, "é" * 256, "é" * 257]),
+    st.sampled_from([["i"] * 100, ["i"] * 101, ["hate"] * 16, ["hate"] * 17, ["i" * 257]]),
 )
 
 
@@ -180,7 +187,7 @@ def model_accepts(schema: str, raw: bytes):
 
 
 def validator_result(schema: str, raw: bytes):
-    result = VALIDATOR.validate(schema, raw, FAR_FUTURE)
+    result = VALIDATOR.validate(SIDE[schema], raw, FAR_FUTURE)
     if type(result) is Rejection:
         assert result.reason in ("invalid_json", "unknown_schema", "schema_violation"), result
         assert result.detail
@@ -242,7 +249,7 @@ def test_valid_events_on_the_wrong_topic_are_rejected_by_both(event):
     raw = orjson.dumps(event)
     other = topic_schema(event, draw_other=True)
     assert not check_agreement(other, raw)
-    assert VALIDATOR.validate(other, raw, FAR_FUTURE).reason == "unknown_schema"
+    assert VALIDATOR.validate(SIDE[other], raw, FAR_FUTURE).reason == "unknown_schema"
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -285,7 +292,7 @@ def test_non_finite_numbers_are_rejected_by_both(literal):
     """RFC 8259 has no NaN/Infinity: both reject it, even in an ignored field (contract §2)."""
     raw = (b'{"schema":"crime.v1","event_id":"e","event_type":"cancelled","crime_id":"c",'
            b'"occurred_at":"2026-03-01T08:00:00Z","extra":' + literal + b"}")
-    assert VALIDATOR.validate("crime.v1", raw, FAR_FUTURE).reason == "invalid_json"
+    assert VALIDATOR.validate("crimes", raw, FAR_FUTURE).reason == "invalid_json"
     assert model_accepts("crime.v1", raw) is None
 
 
@@ -301,12 +308,12 @@ def test_pydantic_reads_the_same_as_validator_on_the_sample():
 # ----------------------------------------------------------------------------- JSON Schema
 
 def test_checked_in_schemas_match_the_models():
-    """``make schemas`` output equals ``schemas/``: run it after changing models.py."""
+    """``make schemas`` output equals ``schemas/``: run it after changing pipeline/contract/models.py."""
     rendered = render()
     on_disk = {p.name: p.read_text() for p in SCHEMA_DIR.glob("*.schema.json")}
     assert sorted(on_disk) == sorted(rendered), "schema files added or missing: run `make schemas`"
     for name, text in rendered.items():
-        assert on_disk[name] == text, f"schemas/{name} drifted from pipeline/models.py: run `make schemas`"
+        assert on_disk[name] == text, f"schemas/{name} drifted from pipeline/contract/models.py: run `make schemas`"
 
 
 def _schema_validator(name: str) -> jsonschema.Draft202012Validator:
@@ -320,7 +327,7 @@ def test_sample_payloads_validate_against_the_json_schemas():
     valid = invalid = 0
     for msg in read_capture(SAMPLE / "capture.jsonl"):
         schema = "incident.v1" if msg.topic == "cc.incidents" else "crime.v1"
-        result = VALIDATOR.validate(schema, msg.payload, FAR_FUTURE)
+        result = VALIDATOR.validate(SIDE[schema], msg.payload, FAR_FUTURE)
         if type(result) is not Rejection:
             errors = list(checkers[schema].iter_errors(orjson.loads(msg.payload)))
             assert not errors, (msg.line_no, [e.message for e in errors])
@@ -346,7 +353,7 @@ def test_json_schema_accepts_whatever_the_validator_accepts(data):
     except TypeError:
         assume(False)
     schema = topic_schema(event, draw_other=False)
-    if type(VALIDATOR.validate(schema, raw, FAR_FUTURE)) is not Rejection:
+    if type(VALIDATOR.validate(SIDE[schema], raw, FAR_FUTURE)) is not Rejection:
         assert _SCHEMA_CHECKERS[schema].is_valid(orjson.loads(raw)), raw
 
 

@@ -6,12 +6,12 @@ from collections import Counter
 
 from prometheus_client import generate_latest
 
-from pipeline.ledger import Transition
-from pipeline.metrics import LedgerCollector, Metrics
+from pipeline.core.tally import Contribution, Transition
+from pipeline.stream.metrics import Metrics, StateCollector
 
 
 def key(status, category="rape", district="Medway", channel="999", reason=None):
-    return (status, category, district, channel, reason)
+    return Contribution(status, category, district, channel, reason)
 
 
 def value(m: Metrics, name: str, **labels) -> float:
@@ -49,10 +49,26 @@ def test_exemptions_and_cancellations_have_their_reasons():
 def test_state_gauges_come_from_the_owned_ledgers_at_scrape_time():
     agg = Counter({key("overdue"): 2, key("at_risk"): 1, key("pending"): 3, key("on_time"): 9})
     m = Metrics()
-    m.registry.register(LedgerCollector(lambda: (agg, 1_800_000_000_000_000)))
+    m.registry.register(StateCollector(lambda: (agg, 1_800_000_000_000_000)))
     assert value(m, "cdi_incidents_overdue", category="rape", district="Medway", channel="999") == 2
     assert value(m, "cdi_incidents_pending", category="rape", district="Medway") == 4  # at risk included
     assert value(m, "cdi_incidents_at_risk", category="rape", district="Medway") == 1
     assert value(m, "cdi_watermark_timestamp_seconds") == 1_800_000_000.0
     text = generate_latest(m.registry).decode()
     assert "_created" not in text
+
+
+def test_districts_outside_the_list_are_labelled_other_by_the_metrics_module():
+    """The tally counts unknown districts under None (bounded); metrics call them ``other``."""
+    agg = Counter({key("overdue", district=None): 2})
+    m = Metrics()
+    m.registry.register(StateCollector(lambda: (agg, None)))
+    m.observe_transitions([Transition("X", None, key("pending", district=None))])
+    assert value(m, "cdi_incidents_overdue", category="rape", district="other", channel="999") == 2
+    assert value(m, "cdi_incidents_required_total", category="rape", district="other", channel="999") == 1
+
+
+def test_processing_errors_are_exposed_per_stage_from_the_start():
+    m = Metrics()
+    for stage in ("intake", "event", "incident", "crime"):
+        assert m.registry.get_sample_value("cdi_processing_errors_total", {"stage": stage}) == 0.0

@@ -13,8 +13,10 @@ import pytest
 
 from pipeline.commands import cli
 from pipeline.capture import read_capture
-from pipeline.config import CRIME_CATEGORIES, NON_CRIME_CATEGORIES
-from pipeline.events import CRIME_SCHEMA, INCIDENT_SCHEMA, Rejection, Validator, parse_time
+from pipeline.core.events import Rejection
+from pipeline.core.times import parse_time
+from pipeline.core.validation import Validator
+from pipeline.core.vocabulary import CRIME_CATEGORIES, CRIME_SCHEMA, INCIDENT_SCHEMA, NON_CRIME_CATEGORIES
 from pipeline.simulation import SimMessage, Simulator, default_start, generate
 
 HOURS, SEED = 96.0, 7
@@ -34,9 +36,9 @@ def messages(sim: Simulator) -> list[SimMessage]:
 @pytest.fixture(scope="module")
 def valid(messages: list[SimMessage]) -> list[tuple[SimMessage, dict[str, Any]]]:
     """(message, parsed payload) for every message the contract's validator accepts."""
-    validator = Validator(CRIME_CATEGORIES, NON_CRIME_CATEGORIES)
+    validator = Validator()
     now = time.time_ns() // 1000
-    schema = {"cc.incidents": INCIDENT_SCHEMA, "rms.crimes": CRIME_SCHEMA}
+    schema = {"cc.incidents": "incidents", "rms.crimes": "crimes"}
     return [(m, orjson.loads(m.payload)) for m in messages
             if not isinstance(validator.validate(schema[m.topic], m.payload, now), Rejection)]
 
@@ -72,8 +74,8 @@ def test_every_message_valid_except_the_deliberately_corrupt(messages: list[SimM
     corrupt = sum(n for k, n in sim.stats.items() if k.startswith("invalid_"))
     assert len(messages) - len(valid) == corrupt
     assert 0.005 <= _share(corrupt, len(messages)) <= 0.02
-    validator = Validator(CRIME_CATEGORIES, NON_CRIME_CATEGORIES)
-    schema = {"cc.incidents": INCIDENT_SCHEMA, "rms.crimes": CRIME_SCHEMA}
+    validator = Validator()
+    schema = {"cc.incidents": "incidents", "rms.crimes": "crimes"}
     reasons = Counter()
     for m in messages:
         result = validator.validate(schema[m.topic], m.payload, time.time_ns() // 1000)

@@ -163,7 +163,7 @@ def _open(path: PathLike) -> tuple[IO[bytes], str, bool]:
         # A large buffer: few read() calls (a busy producer thread waits on each GIL release).
         return open(source, "rb", buffering=1 << 20), source, True
     except FileNotFoundError:
-        raise CaptureError(f"no such capture file: {source}") from None
+        raise CaptureError(f"no such file: {source} (a capture file was expected)") from None
     except OSError as exc:
         raise CaptureError(f"cannot read {source}: {exc.strerror or exc}") from None
 
@@ -225,21 +225,27 @@ def read_capture(paths: PathLike | Iterable[PathLike], incidents_topic: str = "c
 
 def read_payloads(paths: PathLike | Iterable[PathLike], incidents_topic: str, crimes_topic: str,
                   on_error: ErrorHandler) -> Iterator[tuple[str, bytes]]:
-    """``(topic, payload)`` of every message, in file order: :func:`read_capture`
-    without the message objects, for the offline audit's hot loop."""
+    """``(topic, payload)`` of every message of an input topic, in file order:
+    :func:`read_capture` without the message objects, for the offline audit's
+    hot loop. A message of another topic is reported through ``on_error``."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     routes = {INCIDENT_SCHEMA: incidents_topic, CRIME_SCHEMA: crimes_topic}
+    inputs = (incidents_topic, crimes_topic)
     fast = _decode_envelope
     for raw, line_no, source in _lines(paths):
         try:
             env = fast(raw)
+            topic, payload = env.topic, env.payload.encode("utf-8", "surrogateescape")
         except (msgspec.DecodeError, UnicodeDecodeError):
             msg = _general(raw, line_no, source, routes, on_error)
-            if msg is not None:
-                yield msg.topic, msg.payload
-            continue
-        yield env.topic, env.payload.encode("utf-8", "surrogateescape")
+            if msg is None:
+                continue
+            topic, payload = msg.topic, msg.payload
+        if topic in inputs:
+            yield topic, payload
+        else:
+            on_error(source, line_no, f"topic {topic[:60]!r} is not an input topic")
 
 
 def _reason(exc: BaseException) -> str:

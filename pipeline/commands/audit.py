@@ -75,7 +75,7 @@ def _check_files(paths: Iterable[str]) -> list[str]:
         if os.path.isdir(path):
             raise ConfigError(f"{path} is a directory, not a capture file (give the .jsonl files in it)")
         if not os.path.exists(path):
-            raise ConfigError(f"no such capture file: {path}")
+            raise ConfigError(f"no such file: {path} (a capture file was expected)")
         if not os.access(path, os.R_OK):
             raise ConfigError(f"cannot read {path}: permission denied")
     return paths
@@ -107,10 +107,7 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     try:
         for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes,
                                             lambda p, ln, why: skipped.append((p, ln, why))):
-            side = side_of.get(topic)
-            if side is None:
-                skipped.append(("", 0, f"topic {topic[:60]!r} is not an input topic"))
-                continue
+            side = side_of[topic]
             r = validate(side, payload, now)
             if type(r) is Rejection:
                 reject(side)
@@ -183,7 +180,7 @@ def run(args, settings) -> int:
     else:
         result = audit_files(args.files, settings, progress=True)
         for path, line_no, why in result.skipped[:20]:
-            print(f"{path}:{line_no}: skipped: {why}" if line_no else f"skipped: {why}", file=sys.stderr)
+            print(f"{path}:{line_no}: skipped: {why}", file=sys.stderr)
         if len(result.skipped) > 20:
             print(f"... and {len(result.skipped) - 20:,} more", file=sys.stderr)
         names = ", ".join(args.files)

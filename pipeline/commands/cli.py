@@ -148,12 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     argv = [a for a in argv if a != "--debug"]
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            parser.error(f"unrecognised argument{'s' if len(extra) > 1 else ''}: {' '.join(extra)}")
+        if args.command is None:
+            parser.error(f"choose a command: {', '.join(_COMMANDS)}")
+    except SystemExit as exc:  # argparse: --help, --version, or a usage mistake already reported
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.debug = debug
-    if extra:
-        parser.error(f"unrecognised argument{'s' if len(extra) > 1 else ''}: {' '.join(extra)}")
-    if args.command is None:
-        parser.error(f"choose a command: {', '.join(_COMMANDS)}")
     prog = f"cdiwatch {args.command}"
     try:
         settings = load_settings(**_overrides(args))

@@ -172,7 +172,7 @@ def replay(paths: str | Iterable[str], settings: Any, speed: float | None = None
         if os.path.isdir(path):
             raise CaptureError(f"{path} is a directory, not a capture file (give the .jsonl files in it)")
         if not os.path.isfile(path):
-            raise CaptureError(f"no such capture file: {path}")
+            raise CaptureError(f"no such file: {path} (a capture file was expected)")
     out = stream or sys.stderr
     report = ReplayReport()
     wait_for_broker(settings, connect_timeout)
