@@ -1,0 +1,164 @@
+"""The workers' stream layer without Kafka: the real stage partitions, intake,
+router and changelog format, with topics and changelogs held in lists.
+
+A scheduler picks which stage partition reads next and how many records;
+between batches it can crash a partition at any of the points a real worker
+can die (before its outputs are sent; after they are sent but before its
+checkpoint; after the checkpoint but before the input offsets are committed)
+and recover it from its changelog by the rules of :mod:`pipeline.stream.store`
+(only complete transactions count; the input position comes from the
+checkpoint). It can also re-read input records, as a new owner of an input
+partition does after a rebalance. Whatever it does, the audit must equal the
+offline audit (tests/test_stream_stages.py).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from pipeline.core.audit import AuditParts, build_audit
+from pipeline.kafka.topics import STAGES
+from pipeline.core.validation import Validator
+from pipeline.stream.codec import decode_json, encode_json
+from pipeline.stream.intake import Intake
+from pipeline.stream.partitions import PARTITION_TYPES
+from pipeline.stream.store import CHECKPOINT_KEY, Recovered
+from pipeline.stream.transport import KafkaRouter
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Harness:
+    """A cluster of stage partitions in one process (see the module doc)."""
+
+    def __init__(self, settings, seed: int = 0) -> None:
+        self.settings = settings
+        self.config = settings.core()
+        self.n = settings.partitions
+        self.rng = random.Random(seed)
+        self.router = KafkaRouter(self.n)
+        self.intake = Intake(self.config.topics, Validator(self.config.vocabulary, self.config.limits), self.router)
+        self.ops = {(s, p): [] for s in STAGES for p in range(self.n)}          # the op topics
+        self.changelog = {(s, p): [] for s in STAGES for p in range(self.n)}    # (key, value) records
+        self.parts = {key: self._new(key) for key in self.ops}
+        self.position = {key: 0 for key in self.ops}  # next record a partition reads
+        self.alerts: list = []
+        self.deadletters: list = []
+        self.errors: list = []
+        self.max_time = None
+        self.crash_rate = 0.0
+        self.crashes = 0
+
+    def _new(self, key):
+        stage, p = key
+        return PARTITION_TYPES[stage](p, self.config, self.router)
+
+    # ------------------------------------------------------------------ inputs
+    def feed(self, topic: str, partition: int, records: list[Record]) -> None:
+        """An input batch through the intake; its stage messages are published at once."""
+        self.intake.handle(topic, records, lambda *a: self.errors.append(a))
+        self._publish()
+
+    def _publish(self) -> None:
+        for stage, p, value in self.router.drain(self.max_time):
+            self.ops[(stage, p)].append(value)
+        self.alerts.extend(self.router.alerts)
+        self.router.alerts = []
+        self.deadletters.extend(self.router.deadletters)
+        self.router.deadletters = []
+
+    # ------------------------------------------------------------------ one batch
+    def step(self, crash: str | None = None) -> bool:
+        """One batch of a random partition with unread records; False when none has any.
+
+        ``crash``: None (a normal batch), ``before_outputs``, ``before_checkpoint``
+        or ``after_checkpoint``: where the partition's worker dies.
+        """
+        ready = [k for k in self.ops if self.position[k] < len(self.ops[k])]
+        if not ready:
+            return False
+        key = self.rng.choice(ready)
+        part = self.parts[key]
+        stage, p = key
+        topic = self.settings.app_id + f"-{stage}-ops"
+        end = min(len(self.ops[key]), self.position[key] + self.rng.randint(1, 6))
+        for offset in range(self.position[key], end):
+            part.process(Record(topic, p, offset, None, self.ops[key][offset]), lambda *a: self.errors.append(a))
+        if crash == "before_outputs":
+            self._recover(key)
+            return True
+        changes = part.collect()
+        t = part.max_time()
+        if t is not None and (self.max_time is None or t > self.max_time):
+            self.max_time = t
+        self._publish()
+        if crash == "before_checkpoint":
+            self._recover(key)
+            return True
+        self.changelog[key].extend(changes)
+        self.changelog[key].append((CHECKPOINT_KEY, encode_json({"meta": part.meta(), "next": part.next_offset})))
+        part.dirty = False
+        self.position[key] = end
+        if crash == "after_checkpoint":  # the committed offset lags: the checkpoint's position wins
+            self._recover(key)
+        return True
+
+    def broadcast(self) -> None:
+        """The watermark source to every stage partition (a tick)."""
+        if self.max_time is not None:
+            for stage, p, value in self.router.broadcast(self.max_time, STAGES):
+                self.ops[(stage, p)].append(value)
+
+    def _recover(self, key) -> None:
+        """The partition's worker died: a new one recovers it from the changelog."""
+        rec, pending = Recovered(), {}
+        for k, v in self.changelog[key]:
+            if k == CHECKPOINT_KEY:
+                for pk, pv in pending.items():
+                    if pv is None:
+                        rec.values.pop(pk, None)
+                    else:
+                        rec.values[pk] = pv
+                pending.clear()
+                checkpoint = decode_json(v)
+                rec.meta, rec.next_offset = checkpoint["meta"], checkpoint["next"]
+            else:
+                pending[k] = v
+        part = self._new(key)
+        part.load(rec)
+        self.parts[key] = part
+        self.position[key] = rec.next_offset or 0
+
+    def crash(self) -> str | None:
+        """Where the next batch's worker dies, by :attr:`crash_rate` (None: it does not)."""
+        if self.rng.random() < self.crash_rate:
+            self.crashes += 1
+            return self.rng.choice(("before_outputs", "before_checkpoint", "after_checkpoint"))
+        return None
+
+    def run(self) -> None:
+        """Batches until every partition has read everything and the watermark reached them all."""
+
+        def drain():
+            while self.step(self.crash()):
+                pass
+
+        while True:
+            drain()
+            before = self.max_time
+            self.broadcast()
+            drain()
+            if self.max_time == before:
+                return
+
+    def audit(self) -> dict:
+        total = AuditParts.total(part.stage.parts() for part in self.parts.values())
+        return build_audit(total, self.config.params.allowed_lateness)
