@@ -1,5 +1,5 @@
 """`cdiwatch demo` end to end: broker, worker and simulated control room start,
-alerts are printed, and everything stops cleanly (issue 3, item 4)."""
+alerts are printed, and everything stops cleanly; a busy port is one clear line."""
 
 from __future__ import annotations
 
@@ -20,19 +20,30 @@ def test_demo_prints_urls_and_live_alerts_then_stops_everything(tansu_binary, tm
     port = free_port()
     env_data = tmp_path / "data"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "demo", "--web-port", str(port), "--hours", "30",
-         "--backlog", "27", "--duration", "20"],
+        [sys.executable, "-m", "pipeline", "demo", "--web-port", str(port), "--hours", "30", "--duration", "20"],
         cwd=ROOT, capture_output=True, text=True, timeout=150,
         env={**os.environ, "CDI_DATA_DIR": str(env_data)})
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:] + out[-3000:]
-    assert f"live page      http://127.0.0.1:{port}/" in out
-    assert "backlog of" in out and "now live at 60x" in out
-    # 27 of 30 simulated hours published at once: incidents reported 24-27 h
-    # ago are overdue, the next 4 h at risk
+    assert f"board          http://127.0.0.1:{port}/" in out
+    assert "messages of the past 30 h published; now live" in out
+    # 30 simulated hours up to now published at once: incidents reported 24-30 h
+    # ago are overdue, those reported 20-24 h ago at risk
     assert "OVERDUE" in out and "AT RISK" in out, out[-3000:]
     assert "stopped the worker and the broker" in out
     with socket.socket() as s:  # the worker is gone: nothing listens on its web port
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (closed connections may linger)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def test_demo_with_its_web_port_busy_says_so_in_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--web-port", str(port)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "CDI_DATA_DIR": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and f"web port {port} is already in use" in proc.stderr

@@ -245,7 +245,7 @@ def test_alerts_fire_on_real_prometheus_and_reach_the_webhook(fresh_broker, tmp_
             if r["value"][1] == "1"])
 
         # 3. replay the capture, then keep the feed alive
-        settings = Settings.from_env(broker=fresh_broker.url)
+        settings = Settings(broker=fresh_broker.url)
         capture = tmp_path / "capture.jsonl"
         write_capture(capture, datetime.now(timezone.utc))
         try:

@@ -25,9 +25,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.capture import read_capture
-from pipeline.settings import Settings
-from pipeline.events import Rejection, Validator, parse_time
+from pipeline.core.events import Rejection
+from pipeline.core.times import parse_time
+from pipeline.core.validation import Validator
 from pipeline.commands.replay import replay
+from pipeline.settings import Settings
 from support import EXPECTED_AUDIT, SAMPLE, Processes, get_json, http_ok, read_topics, same_audit
 
 pytestmark = pytest.mark.integration
@@ -93,13 +95,12 @@ def total(families: dict, name: str, **labels) -> float:
 
 def offline_reasons() -> Counter:
     """What the validator says about each sample message (topic, reason)."""
-    s = Settings()
-    v = Validator.from_settings(s)
-    schema = {s.incidents_topic: "incident.v1", s.crimes_topic: "crime.v1"}
+    v = Validator()
+    side = {"cc.incidents": "incidents", "rms.crimes": "crimes"}
     now = time.time_ns() // 1000
     out = Counter()
     for m in read_capture([SAMPLE]):
-        r = v.validate(schema[m.topic], m.payload, now, m.parsed)
+        r = v.validate(side[m.topic], m.payload, now)
         if type(r) is Rejection:
             out[(m.topic, r.reason, m.payload)] += 1
     return out
@@ -116,7 +117,7 @@ def sample_cluster(tmp_path_factory):
         try:
             url = procs.start_worker("worker", broker.url)
             wait_ready(procs, url)
-            report = replay([SAMPLE], Settings.from_env(broker=broker.url))
+            report = replay([SAMPLE], Settings(broker=broker.url))
             assert report.ok and sum(report.sent.values()) == 2668
             audit = wait_audit(procs, url, expected_audit())
             time.sleep(2.5)  # the open-incident lists are published every 2 s
@@ -185,7 +186,7 @@ def test_two_workers_each_answer_for_the_whole_cluster(fresh_broker, procs):
     # let the group settle so both own partitions before the replay
     time.sleep(3)
     wait_ready(procs, a, b)
-    report = replay([SAMPLE], Settings.from_env(broker=fresh_broker.url))
+    report = replay([SAMPLE], Settings(broker=fresh_broker.url))
     assert report.ok
     expected = expected_audit()
     wait_audit(procs, a, expected)
@@ -204,7 +205,7 @@ def test_two_workers_each_answer_for_the_whole_cluster(fresh_broker, procs):
 def test_graceful_restart_recovers_state_without_repeating_alerts(fresh_broker, procs):
     url = procs.start_worker("first", fresh_broker.url)
     wait_ready(procs, url)
-    assert replay([SAMPLE], Settings.from_env(broker=fresh_broker.url)).ok
+    assert replay([SAMPLE], Settings(broker=fresh_broker.url)).ok
     expected = expected_audit()
     wait_audit(procs, url, expected)
     time.sleep(1.5)  # let the last ticks publish
@@ -285,7 +286,7 @@ def test_a_killed_worker_loses_nothing(fresh_broker, procs, tmp_path):
 
     first = procs.start_worker("doomed", fresh_broker.url)
     wait_ready(procs, first)
-    feeder = threading.Thread(target=replay, args=([str(capture)], Settings.from_env(broker=fresh_broker.url)),
+    feeder = threading.Thread(target=replay, args=([str(capture)], Settings(broker=fresh_broker.url)),
                               kwargs={"speed": 80 * 3600 / 8})  # the capture in about 8 s
     feeder.start()
 

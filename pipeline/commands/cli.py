@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser("demo", formatter_class=fmt, help="a local broker, a worker and a simulated control room")
-    demo.add_argument("--speedup", type=_positive(float), default=60.0, help="simulated seconds per real second")
-    demo.add_argument("--hours", type=_positive(float), default=48.0, help="simulated hours, ending now")
-    demo.add_argument("--backlog", type=_positive(float), default=22.0, help="simulated hours published at once")
+    demo.add_argument("--hours", type=_positive(float), default=48.0,
+                      help="simulated hours up to now, published at once; then live")
+    demo.add_argument("--rate", type=_positive(float), default=None, help="incidents per hour (default: Kent-like)")
     demo.add_argument("--web-port", type=_port, default=None, help=_env("web_port"))
     demo.add_argument("--broker-port", type=_port, default=None, help="default: a free port")
     demo.add_argument("--seed", type=int, default=1)

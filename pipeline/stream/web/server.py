@@ -45,7 +45,7 @@ class WebServer(Service):
     async def on_start(self) -> None:
         self._runner = web.AppRunner(self.application, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=False)
+        site = web.TCPSite(self._runner, self.host, self.port)
         try:
             await site.start()
         except OSError as exc:
