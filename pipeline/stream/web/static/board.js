@@ -14,7 +14,7 @@ function fill(id, rows) {
   const body = document.querySelector("#" + id + " tbody");
   body.replaceChildren();
   for (const r of rows) {
-    const tr = document.createElement("tr");
+    const tr = document.createElement("tr"); tr.className = r.status;
     for (const v of [r.incident_id, r.category, r.district, r.channel, r.deadline]) {
       const td = document.createElement("td"); td.textContent = v; tr.append(td);
     }

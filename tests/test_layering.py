@@ -1,0 +1,60 @@
+"""The architecture holds: the core is pure, modules stay small (issue 7).
+
+- ``pipeline.core`` imports nothing of cdiwatch outside itself, and no Kafka,
+  Prometheus, pydantic, HTTP or faust library, no clock and no file access;
+- the offline commands never import the stream layer;
+- no module is over 400 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from support import ROOT
+
+PACKAGE = ROOT / "pipeline"
+CORE = PACKAGE / "core"
+FORBIDDEN = {"faust", "aiokafka", "kafka", "prometheus_client", "pydantic", "pydantic_settings", "aiohttp",
+             "urllib", "http", "socket", "requests", "mode", "time", "os", "pathlib", "io", "random"}
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the module's package
+                base = path.relative_to(ROOT).with_suffix("").parts[:-node.level]
+                out.add(".".join(base + ((node.module,) if node.module else ())))
+            else:
+                out.add(node.module)
+    return out
+
+
+def test_the_core_imports_nothing_but_itself_the_standard_library_msgspec_and_orjson():
+    for path in CORE.glob("*.py"):
+        for name in imports(path):
+            top = name.split(".")[0]
+            assert top not in FORBIDDEN, f"{path.name} imports {name}"
+            if top == "pipeline":
+                assert name.startswith("pipeline.core"), f"{path.name} imports {name}"
+
+
+def test_offline_commands_do_not_load_the_stream_layer():
+    code = ("import sys; import pipeline.commands.audit, pipeline.commands.simulate, pipeline.commands.replay, "
+            "pipeline.commands.capture; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('faust', 'pipeline.stream', 'aiohttp'))); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
