@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     tick_interval: Duration = 0.5
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # --- for the crash tests only: die at POINT of batch N (pipeline/stream/faults.py)
+    test_fault: Annotated[str, Field(pattern=r"^(before_outputs|after_outputs|mid_checkpoint|after_checkpoint)@[0-9]+$")] | None = None
 
     @field_validator("broker")
     @classmethod

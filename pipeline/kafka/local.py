@@ -147,6 +147,11 @@ class LocalBroker:
         return f"kafka://{self.bootstrap}"
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (the fault tests pause it with SIGSTOP)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

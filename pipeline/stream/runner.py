@@ -38,6 +38,7 @@ from ..core.validation import Validator
 from ..kafka.topics import STAGES, TopicPlan
 from .codec import alert_record
 from .deadletters import deadletter_record
+from .faults import FaultPlan
 from .intake import Intake
 from .metrics import Metrics
 from .outbox import Outbox
@@ -81,6 +82,7 @@ class Runner:
         self.batches = 0
         self.last_batch = 0.0
         self.stopping = False
+        self.fault = FaultPlan(settings.test_fault)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -143,13 +145,21 @@ class Runner:
             changes[part] = part.collect()
             self._observe(part, before)
         self._raise_max_time()
+        fault, n = self.fault, self.batches + 1
+        fault.at("before_outputs", n)
         await self._send_outputs()
         await self.outbox.flush()
+        fault.at("after_outputs", n)
         for part in dirty:
+            if fault.point == "mid_checkpoint" and n >= fault.batch:  # the changes out, not their checkpoint
+                await self.outbox.send_records(plan.changelog(part.stage_name), part.partition, changes[part])
+                await self.outbox.flush()
+                fault.at("mid_checkpoint", n)
             await self.store.write(plan.changelog(part.stage_name), part.partition, changes[part], part.meta(),
                                    part.next_offset)
             part.dirty = False
         await self.outbox.flush()
+        fault.at("after_checkpoint", n)
         self.batches += 1
         self.last_batch = time.monotonic()
         if commits:
