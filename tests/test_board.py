@@ -289,6 +289,7 @@ def test_live_board_marks_new_rows_and_warns_when_the_feeds_stop(fresh_broker, b
         procs.wait_until("the first part read", all_read, timeout=60)
 
         page = t.page
+        page.set_viewport_size({"width": 1360, "height": 1300})  # the README picture: header and two lists
         page.goto(url + "/")
         page.wait_for_selector('section[data-status="overdue"] tbody tr[data-id]')
         assert page.is_hidden("#banner")
@@ -304,7 +305,7 @@ def test_live_board_marks_new_rows_and_warns_when_the_feeds_stop(fresh_broker, b
             assert page.is_hidden("#banner")
             page.wait_for_timeout(500)
             for path in screenshot_path(tmp_path, "board.png"):
-                page.screenshot(path=str(path), full_page=True)
+                page.screenshot(path=str(path))
         finally:
             feeder.join(timeout=60)
 
@@ -358,3 +359,21 @@ def test_the_board_asks_for_the_token_once_then_shows_data(sample_board, browser
     finally:
         t.close()
         procs.stop("secured")
+
+
+def test_audit_url_writes_the_registrars_report_of_the_live_cluster(sample_board, tmp_path):
+    """``cdiwatch audit --url URL --html`` draws the cluster's ``/report``: the same page as offline."""
+    import subprocess
+    import sys
+
+    from pipeline.commands.audit import audit_files
+    from pipeline.report.html import render_html
+    from support import ROOT
+
+    _broker, url, _procs = sample_board
+    out = tmp_path / "live.html"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "audit", "--url", url, "--html", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    offline = render_html(audit_files([str(SAMPLE)], Settings()).report(), url)
+    assert out.read_text(encoding="utf-8") == offline

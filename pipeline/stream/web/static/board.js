@@ -104,6 +104,7 @@
       zone,
       full: new Intl.DateTimeFormat("en-GB", {...base, weekday: "short", day: "numeric", month: "short",
         year: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"}),
+      day: new Intl.DateTimeFormat("en-CA", {timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit"}),
     };
   }
 
@@ -112,7 +113,8 @@
   function parts(t) {
     const o = {};
     for (const p of fmt.full.formatToParts(new Date(t))) o[p.type] = p.value;
-    o.dayNumber = Date.UTC(+o.year, "JanFebMarAprMayJunJulAugSepOctNovDec".indexOf(o.month) / 3, +o.day) / 864e5;
+    const [y, m, d] = fmt.day.format(new Date(t)).split("-").map(Number); // the local calendar day
+    o.dayNumber = Date.UTC(y, m - 1, d) / 864e5;
     return o;
   }
 
