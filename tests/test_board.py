@@ -129,6 +129,12 @@ def test_filter_by_district_is_kept_in_the_url_and_lists_page_through_the_api(sa
     tab.wait_for_selector('section[data-status="overdue"] tbody tr[data-id]')
     assert tab.inner_text("#n-overdue") == str(SAMPLE_COUNTS["overdue"])
     assert tab.inner_text("#n-downgraded") == str(SAMPLE_COUNTS["downgraded"])
+    # accessible: labelled filters, captioned tables with column headers, a row header per incident
+    assert tab.get_by_label("District", exact=True).evaluate("e => e.tagName") == "SELECT"
+    assert tab.get_by_label("Category", exact=True).evaluate("e => e.tagName") == "SELECT"
+    assert tab.eval_on_selector_all("section.list table", "ts => ts.map(t => !!t.caption && "
+                                    "t.querySelectorAll('thead th[scope=col]').length)") == [8, 8, 8]
+    assert tab.locator('section[data-status="overdue"] tbody th[scope=row] a.open').count() == 25
 
     # a page of 25, most harmful first: the same order as the API's
     total, first_page = api(url, "/incidents?status=overdue&sort=harm&limit=25")

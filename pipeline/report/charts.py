@@ -15,7 +15,7 @@ from html import escape
 
 __all__ = ["forest_plot", "delay_histogram", "daily_bars", "downgrade_bars", "COLOURS", "pct"]
 
-#: Status colours, shared with the page's legends (3:1 or better against white).
+#: Status colours (3:1 or better against white, as WCAG asks of graphics).
 COLOURS = {"recorded_on_time": "#1d6b2c", "recorded_late": "#b35c00", "overdue": "#a4001d",
            "pending": "#0b4f9c", "exempt": "#6b6b6b", "downgraded": "#5b2a86"}
 INK, MUTED, GRID = "#1b1b1b", "#4a4a4a", "#d9d9d9"

@@ -246,7 +246,7 @@
     $(".prev", section).disabled = page <= 1;
     $(".next", section).disabled = to >= total;
     $(".pager", section).hidden = total <= PAGE && page === 1;
-    if (page > 1 && from > total) setView({["page_" + status]: Math.max(1, Math.ceil(total / PAGE))}, false);
+    if (page > 1 && (page - 1) * PAGE >= total) setView({["page_" + status]: Math.max(1, Math.ceil(total / PAGE))}, false);
   }
 
   // ------------------------------------------------------------------ header: clocks and feeds
