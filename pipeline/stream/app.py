@@ -33,7 +33,7 @@ from ..core.audit import AuditParts, build_audit
 from ..core.explain import detail
 from ..core.routing import partition_for
 from ..core.times import US, format_time, watermark
-from ..core.vocabulary import HARM_FLAGS, HIGH_HARM_CATEGORIES, LABELS
+from ..core.vocabulary import CRIMES, HARM_FLAGS, HIGH_HARM_CATEGORIES, INCIDENTS, LABELS
 from ..kafka.client import aiokafka_options, describe
 from ..kafka.topics import STAGES, TopicPlan
 from .board import BOARD_STATUSES
@@ -229,6 +229,8 @@ class Worker:
             "lag_seconds": None if w is None else round(now - w / US, 1),
             "timezone": self.settings.timezone, "feeds": {t: format_time(int(a * US)) if a else None
                                                           for t, a in feeds.items()},
+            # which feed is which (topic names are configurable): the board says "records feed"
+            "feed_sides": {self.plan.incidents: INCIDENTS, self.plan.crimes: CRIMES},
             "feed_silent_after_seconds": self.settings.feed_silent_after, "started": format_time(int(self.started_at * US)),
             "counts": {s: board.count(s) for s in BOARD_STATUSES}, "facets": board.facets(),
             "labels": LABELS, "high_harm": list(HIGH_HARM_CATEGORIES), "harm_flags": list(HARM_FLAGS),
