@@ -4,12 +4,14 @@ router and changelog format, with topics and changelogs held in lists.
 A scheduler picks which stage partition reads next and how many records;
 between batches it can crash a partition at any of the points a real worker
 can die (before its outputs are sent; after they are sent but before its
-checkpoint; after the checkpoint but before the input offsets are committed)
-and recover it from its changelog by the rules of :mod:`pipeline.stream.store`
-(only complete transactions count; the input position comes from the
-checkpoint). It can also re-read input records, as a new owner of an input
-partition does after a rebalance. Whatever it does, the audit must equal the
-offline audit (tests/test_stream_stages.py).
+checkpoint; with its state changes written but not their checkpoint; after
+the checkpoint but before the input offsets are committed), or let a zombie
+(an owner that has not noticed it was replaced) finish its batch after the new
+owner's fence; and recover the partition from its changelog with the store's
+own rules (:func:`pipeline.stream.store.read_changelog`). It can also re-read
+input records, as a new owner of an input partition does after a rebalance.
+Whatever it does, the audit must equal the offline audit
+(tests/test_stream_stages.py).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from dataclasses import dataclass
 from pipeline.core.audit import AuditParts, build_audit
 from pipeline.kafka.topics import STAGES
 from pipeline.core.validation import Validator
-from pipeline.stream.codec import decode_json, encode_json
+from pipeline.stream.codec import encode_json
 from pipeline.stream.intake import Intake
 from pipeline.stream.partitions import PARTITION_TYPES
-from pipeline.stream.store import CHECKPOINT_KEY, Recovered
+from pipeline.stream.store import CHECKPOINT_PREFIX, FENCE_PREFIX, read_changelog
 from pipeline.stream.transport import KafkaRouter
 
 
@@ -47,8 +49,11 @@ class Harness:
         self.router = KafkaRouter(self.n)
         self.intake = Intake(self.config.topics, Validator(self.config.vocabulary, self.config.limits), self.router)
         self.ops = {(s, p): [] for s in STAGES for p in range(self.n)}          # the op topics
-        self.changelog = {(s, p): [] for s in STAGES for p in range(self.n)}    # (key, value) records
+        self.changelog = {(s, p): [] for s in STAGES for p in range(self.n)}    # (key, value, writer)
+        self.tokens: dict = {}
         self.parts = {key: self._new(key) for key in self.ops}
+        for key in self.ops:
+            self._fence(key)
         self.position = {key: 0 for key in self.ops}  # next record a partition reads
         self.alerts: list = []
         self.deadletters: list = []
@@ -60,6 +65,13 @@ class Harness:
     def _new(self, key):
         stage, p = key
         return PARTITION_TYPES[stage](p, self.config, self.router)
+
+    def _fence(self, key) -> bytes:
+        """A new owner's epoch begins: its fence, with its token."""
+        token = b"t%d" % self.rng.randrange(1 << 40)
+        self.tokens[key] = token
+        self.changelog[key].append((FENCE_PREFIX + token, token, token))
+        return token
 
     # ------------------------------------------------------------------ inputs
     def feed(self, topic: str, partition: int, records: list[Record]) -> None:
@@ -79,14 +91,17 @@ class Harness:
     def step(self, crash: str | None = None) -> bool:
         """One batch of a random partition with unread records; False when none has any.
 
-        ``crash``: None (a normal batch), ``before_outputs``, ``before_checkpoint``
-        or ``after_checkpoint``: where the partition's worker dies.
+        ``crash``: None (a normal batch), or where the partition's owner dies:
+        ``before_outputs``, ``before_checkpoint``, ``mid_checkpoint`` (its
+        changes written, not their checkpoint), ``after_checkpoint``; or
+        ``zombie``: it is replaced first and finishes its batch afterwards.
         """
         ready = [k for k in self.ops if self.position[k] < len(self.ops[k])]
         if not ready:
             return False
         key = self.rng.choice(ready)
         part = self.parts[key]
+        token = self.tokens[key]
         stage, p = key
         topic = self.settings.app_id + f"-{stage}-ops"
         end = min(len(self.ops[key]), self.position[key] + self.rng.randint(1, 6))
@@ -95,6 +110,8 @@ class Harness:
         if crash == "before_outputs":
             self._recover(key)
             return True
+        if crash == "zombie":
+            self._recover(key)  # the new owner fences the partition while the old one still works
         changes = part.collect()
         t = part.max_time()
         if t is not None and (self.max_time is None or t > self.max_time):
@@ -103,9 +120,15 @@ class Harness:
         if crash == "before_checkpoint":
             self._recover(key)
             return True
-        self.changelog[key].extend(changes)
-        self.changelog[key].append((CHECKPOINT_KEY, encode_json({"meta": part.meta(), "next": part.next_offset})))
+        self.changelog[key].extend((k, v, token) for k, v in changes)
+        if crash == "mid_checkpoint":
+            self._recover(key)
+            return True
+        self.changelog[key].append((CHECKPOINT_PREFIX + token,
+                                    encode_json({"meta": part.meta(), "next": part.next_offset}), token))
         part.dirty = False
+        if crash == "zombie":
+            return True  # its writes came after the new owner's fence: they must not count
         self.position[key] = end
         if crash == "after_checkpoint":  # the committed offset lags: the checkpoint's position wins
             self._recover(key)
@@ -118,20 +141,9 @@ class Harness:
                 self.ops[(stage, p)].append(value)
 
     def _recover(self, key) -> None:
-        """The partition's worker died: a new one recovers it from the changelog."""
-        rec, pending = Recovered(), {}
-        for k, v in self.changelog[key]:
-            if k == CHECKPOINT_KEY:
-                for pk, pv in pending.items():
-                    if pv is None:
-                        rec.values.pop(pk, None)
-                    else:
-                        rec.values[pk] = pv
-                pending.clear()
-                checkpoint = decode_json(v)
-                rec.meta, rec.next_offset = checkpoint["meta"], checkpoint["next"]
-            else:
-                pending[k] = v
+        """The partition's owner died (or is presumed dead): a new one recovers it."""
+        rec = read_changelog(self.changelog[key])
+        self._fence(key)
         part = self._new(key)
         part.load(rec)
         self.parts[key] = part
@@ -141,7 +153,8 @@ class Harness:
         """Where the next batch's worker dies, by :attr:`crash_rate` (None: it does not)."""
         if self.rng.random() < self.crash_rate:
             self.crashes += 1
-            return self.rng.choice(("before_outputs", "before_checkpoint", "after_checkpoint"))
+            return self.rng.choice(("before_outputs", "before_checkpoint", "mid_checkpoint", "after_checkpoint",
+                                    "zombie"))
         return None
 
     def run(self) -> None:

@@ -57,31 +57,32 @@ class Outbox:
         if producer is not None:
             await producer.stop()
 
-    def check(self, key: bytes | None, value: bytes | None) -> None:
+    def check(self, key: bytes | None, value: bytes | None, headers=()) -> None:
         """Raise :class:`RecordTooLarge` for a record the producer would refuse."""
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
         if size > self.max_request_size:
             raise RecordTooLarge(f"a record of {size:,} bytes is over the limit of {self.max_request_size:,}")
 
     async def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-                   partition: int | None = None) -> asyncio.Future:
+                   partition: int | None = None, headers=None) -> asyncio.Future:
         """Queue one record; its future is kept for :meth:`flush`."""
-        self.check(key, value)
-        fut = await self.producer.send(topic, value=value, key=key, partition=partition)
+        self.check(key, value, headers or ())
+        fut = await self.producer.send(topic, value=value, key=key, partition=partition, headers=headers)
         self._pending.append(fut)
         return fut
 
     async def send_records(self, topic: str, partition: int,
-                           records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        """Records for one partition, packed into as few batches as fit, in order."""
+                           records: Iterable[tuple[bytes | None, bytes | None]], headers=()) -> None:
+        """Records for one partition, packed into as few batches as fit, in order; each with ``headers``."""
         producer = self.producer
+        headers = list(headers)
         batch = producer.create_batch()
         for key, value in records:
-            self.check(key, value)
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            self.check(key, value, headers)
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 self._pending.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
         if batch.record_count():
             self._pending.append(await producer.send_batch(batch, topic, partition=partition))
 

@@ -152,7 +152,7 @@ class Runner:
         fault.at("after_outputs", n)
         for part in dirty:
             if fault.point == "mid_checkpoint" and n >= fault.batch:  # the changes out, not their checkpoint
-                await self.outbox.send_records(plan.changelog(part.stage_name), part.partition, changes[part])
+                await self.store.write_changes(plan.changelog(part.stage_name), part.partition, changes[part])
                 await self.outbox.flush()
                 fault.at("mid_checkpoint", n)
             await self.store.write(plan.changelog(part.stage_name), part.partition, changes[part], part.meta(),
