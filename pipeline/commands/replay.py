@@ -255,6 +255,8 @@ def run(args: Any, settings: Any) -> int:
     except KafkaSetupError as exc:
         raise ConfigError(str(exc)) from None
     except BrokerUnreachable as exc:
+        if getattr(exc, "reason", None):  # the diagnosis already says what to fix
+            raise RunFailed(str(exc)) from None
         raise RunFailed(f"{exc}; is the broker running? (cdiwatch broker, or --broker / CDI_BROKER "
                         "kafka://HOST:PORT)") from None
     print(report.render(), file=sys.stderr)

@@ -28,8 +28,12 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if level.lower() != "debug":  # aiokafka and faust are chatty during rebalances
-        for name in ("aiokafka", "faust", "mode", "kafka"):
+        for name in ("aiokafka", "faust", "mode"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # kafka-python is only the admin client before the start: when it cannot
+        # connect it logs tracebacks, and the error line already says why
+        # (pipeline.kafka.diagnose). --log-level debug shows them.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def preflight(settings) -> None:
@@ -55,6 +59,8 @@ def run(args, settings) -> int:
     except KafkaSetupError as exc:
         raise ConfigError(str(exc)) from None
     except BrokerUnreachable as exc:
+        if exc.reason:  # the diagnosis already says what to fix
+            raise RunFailed(str(exc)) from None
         raise RunFailed(f"{exc}; is the broker running, and are CDI_BROKER and CDI_KAFKA_* right?") from None
     except TopicError as exc:
         raise RunFailed(str(exc)) from None
