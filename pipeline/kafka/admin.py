@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Iterable, Mapping
 
-from .client import describe, kafka_python_options
+from .client import describe, kafka_python_options, reveal
 
 __all__ = ["BrokerUnreachable", "TopicError", "admin_client", "wait_for_broker", "ensure_topics"]
 
@@ -61,7 +61,7 @@ def admin_client(settings, timeout: float = 10.0, client_id: str = "cdiwatch-adm
     ms = max(3000, int((deadline - time.monotonic()) * 1000))
     try:
         return KafkaAdminClient(client_id=client_id, request_timeout_ms=ms, bootstrap_timeout_ms=ms,
-                                **kafka_python_options(settings))
+                                **reveal(kafka_python_options(settings)))
     except KafkaError as exc:
         hint = " (are the SASL mechanism, user and password right?)" if settings.kafka_sasl_mechanism else ""
         raise BrokerUnreachable(f"{where} ({type(exc).__name__}){hint}") from None
