@@ -6,7 +6,8 @@ The test broker cannot authenticate SASL users, so a SASL-terminating proxy
 port: every connection of every client (kafka-python's admin and producer,
 aiokafka's consumer, producer, recovery consumer, view reader and probe)
 must complete a real SASL exchange. A wrong password fails in bounded time
-with one line that neither shows the password nor hangs.
+with one line that neither shows the password nor hangs. ``SASL_SSL``: stunnel
+(TLS) in front of the proxy.
 """
 
 from __future__ import annotations
@@ -84,3 +85,25 @@ def test_worker_over_scram_reaches_the_sample_audit(sasl_broker, tmp_path):
         assert PASSWORD not in (tmp_path / "worker.log").read_text(encoding="utf-8", errors="replace")
     finally:
         procs.stop_all()
+
+
+def test_sasl_over_tls_replay(tmp_path):
+    """SASL_SSL: stunnel (TLS) -> the SASL proxy -> Tansu, which advertises stunnel's port."""
+    from conftest import _binary_or_skip
+    from tls import Stunnel, make_pki, require_tls_tools
+
+    stunnel, openssl = require_tls_tools()
+    pki = make_pki(tmp_path / "pki", openssl)
+    tansu_port = free_port()
+    with SaslProxy(tansu_port, {USER: PASSWORD}) as proxy:
+        front = Stunnel(stunnel, pki, proxy.port, tmp_path).start()
+        try:
+            with LocalBroker(tansu_port, binary=_binary_or_skip(), advertised_port=front.port):
+                env = {**sasl_env(proxy, "SCRAM-SHA-512"), "CDI_BROKER": f"kafka://127.0.0.1:{front.port}",
+                       "CDI_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "CDI_KAFKA_SSL_CAFILE": str(pki.ca_cert)}
+                done = replay_cli(env)
+                assert done.returncode == 0, done.stderr
+                assert "2,668" in done.stderr and ("SCRAM-SHA-512", USER, True) in proxy.logins
+                assert "accepted connection" in front.log.read_text()
+        finally:
+            front.stop()
