@@ -34,7 +34,7 @@ from ..core.explain import detail
 from ..core.routing import partition_for
 from ..core.times import US, format_time, watermark
 from ..core.vocabulary import HARM_FLAGS, HIGH_HARM_CATEGORIES, LABELS
-from ..kafka.client import aiokafka_options, describe, reveal
+from ..kafka.client import aiokafka_options, describe
 from ..kafka.topics import STAGES, TopicPlan
 from .board import BOARD_STATUSES
 from .metrics import Metrics, StateCollector
@@ -126,6 +126,8 @@ class Worker:
     async def _probe(self) -> None:
         """Every 2 s: does the broker answer? (``/readyz`` is 503 while it does not.)"""
         from aiokafka.admin import AIOKafkaAdminClient
+
+        from ..kafka.client import reveal
 
         admin = AIOKafkaAdminClient(**reveal(self.client_options), client_id=f"{self.settings.app_id}-probe",
                                     request_timeout_ms=3000)
