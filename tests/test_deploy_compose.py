@@ -145,11 +145,21 @@ def test_named_volumes_declared_and_depends_on_known(compose, services):
             assert dep in services, f"{name} depends on unknown {dep}"
 
 
+def published(port) -> tuple[str | None, str, str]:
+    """(host address or None, host port, container port) of a short-syntax ``ports`` entry."""
+    parts = str(port).split(":")
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    if len(parts) == 2:
+        return None, parts[0], parts[1]
+    return None, parts[0], parts[0]
+
+
 def test_host_ports_unique(services):
     seen: dict[str, str] = {}
     for name, s in services.items():
         for p in s.get("ports", []):
-            host = str(p).split(":")[0]
+            _address, host, _container = published(p)
             assert host not in seen, f"{name} and {seen[host]} both publish {host}"
             seen[host] = name
 
@@ -212,3 +222,119 @@ def test_grafana_provisioning_mounts(services):
     ds = load(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")["datasources"][0]
     url = urlparse(ds["url"])
     assert url.hostname in services and container_port(services, url.hostname, url.port)
+
+
+# ----------------------------------------------------------------- security of the stack (issue 10)
+
+SECRET_DIR = "/run/secrets/"
+
+
+def secret_names(service: dict) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+
+
+def test_every_host_port_is_bound_to_loopback(services):
+    for name, s in services.items():
+        for p in s.get("ports", []):
+            assert isinstance(p, str), f"{name}: use the short syntax 127.0.0.1:HOST:CONTAINER"
+            address, _host, _container = published(p)
+            assert address == "127.0.0.1", f"{name} publishes {p} beyond the host's loopback"
+
+
+def test_no_secret_value_in_any_environment(compose, services):
+    for name, s in services.items():
+        for key, value in (s.get("environment") or {}).items():
+            if re.search(r"(PASSWORD|TOKEN|SECRET|CREDENTIALS)$", key):
+                raise AssertionError(f"{name}: {key} holds a secret value; use {key}_FILE / a compose secret")
+            if key.endswith("_FILE") and re.search(r"PASSWORD|TOKEN", key):
+                assert str(value).startswith(SECRET_DIR), f"{name}: {key}={value} is not a compose secret"
+                assert PurePosixPath(value).name in secret_names(s), f"{name}: secret {value} not given to it"
+
+
+def test_secrets_are_files_made_by_the_script(compose, services, tmp_path):
+    import subprocess
+
+    declared = compose["secrets"]
+    used = set().union(*(secret_names(s) for s in services.values()))
+    assert used == set(declared), "every declared secret is used, every used secret declared"
+    for name, spec in declared.items():
+        assert spec["file"] == f"./secrets/{name}", name
+    assert "/secrets/" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    subprocess.run(["sh", str(DEPLOY / "make-secrets.sh"), str(tmp_path / "s")], check=True, capture_output=True)
+    assert {p.name for p in (tmp_path / "s").iterdir()} >= set(declared)
+    before = {p.name: p.read_text() for p in (tmp_path / "s").iterdir()}
+    subprocess.run(["sh", str(DEPLOY / "make-secrets.sh"), str(tmp_path / "s")], check=True, capture_output=True)
+    assert before == {p.name: p.read_text() for p in (tmp_path / "s").iterdir()}, "re-running changed a secret"
+
+
+def worker_settings(service: dict, secrets_dir: Path):
+    """The worker's Settings from its compose environment, secrets read from ``secrets_dir``."""
+    from pipeline.settings import Settings
+
+    values = {}
+    for key, value in service["environment"].items():
+        value = str(value)
+        if value.startswith(SECRET_DIR):
+            value = str(secrets_dir / PurePosixPath(value).name)
+        values[key.removeprefix("CDI_").lower()] = value
+    args = command_of(service)
+    values["broker"] = flag(args, "--broker")
+    values["web_port"] = flag(args, "--web-port")
+    return Settings(**values)
+
+
+def test_workers_listen_on_the_network_with_the_token_and_kafka_credentials(services, tmp_path):
+    import subprocess
+
+    from pipeline.commands.worker import preflight
+
+    secrets_dir = tmp_path / "secrets"
+    subprocess.run(["sh", str(DEPLOY / "make-secrets.sh"), str(secrets_dir)], check=True, capture_output=True)
+    workers = [s for s in services.values() if "worker" in command_of(s)]
+    kafka = services["kafka"]["environment"]
+    jaas = (secrets_dir / "kafka_server_jaas.conf").read_text()
+    for s in workers:
+        env = s["environment"]
+        assert str(env.get("CDI_HTTP_ALLOW_ANONYMOUS", "false")).lower() == "false"
+        settings = worker_settings(s, secrets_dir)
+        assert not settings.web_loopback and settings.http_token is not None
+        assert settings.http_token.get_secret_value() == (secrets_dir / "cdiwatch_http_token").read_text().strip()
+        preflight_ok = settings.with_overrides(web_port=1)  # the port check must not see this host's ports
+        try:
+            preflight(preflight_ok)
+        except Exception as exc:  # noqa: BLE001 - only the busy-port line is acceptable here
+            assert "already in use" in str(exc), exc
+        # the Kafka login the broker knows
+        assert settings.kafka_security_protocol == "SASL_PLAINTEXT"
+        assert settings.kafka_sasl_mechanism in kafka["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+        password = settings.kafka_sasl_password.get_secret_value()
+        assert f'user_{settings.kafka_sasl_username}="{password}"' in jaas
+    assert "SASL_PLAINTEXT://kafka:9092" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert "/run/secrets/kafka_server_jaas.conf" in kafka["KAFKA_OPTS"]
+    assert "kafka_server_jaas.conf" in secret_names(services["kafka"])
+    assert "--command-config /run/secrets/kafka_admin.properties" in " ".join(services["kafka"]["healthcheck"]["test"])
+    feeder = services["feeder"]
+    assert feeder["environment"]["CDI_KAFKA_SASL_PASSWORD_FILE"] == "/run/secrets/kafka_cdiwatch_password"
+    assert "kafka_cdiwatch_password" in secret_names(feeder)
+
+
+def test_prometheus_has_no_lifecycle_api_and_reads_the_token_secret(services):
+    prom = services["prometheus"]
+    assert not any("web.enable-lifecycle" in a or "web.enable-admin-api" in a for a in command_of(prom))
+    cfg = load(DEPLOY / "prometheus" / "prometheus.yml")
+    [job] = [j for j in cfg["scrape_configs"] if j["job_name"] == "cdiwatch"]
+    path = job["authorization"]["credentials_file"]
+    assert path.startswith(SECRET_DIR) and PurePosixPath(path).name in secret_names(prom)
+    token_of_workers = {PurePosixPath(s["environment"]["CDI_HTTP_TOKEN_FILE"]).name
+                        for s in services.values() if "worker" in command_of(s)}
+    assert token_of_workers == {PurePosixPath(path).name}, "Prometheus must send the workers' token"
+
+
+def test_grafana_has_no_anonymous_access_and_a_secret_admin_password(services):
+    g = services["grafana"]
+    env = {k: str(v) for k, v in g["environment"].items()}
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env and "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    path = env["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    assert path.startswith(SECRET_DIR) and PurePosixPath(path).name in secret_names(g)
+    assert env.get("GF_USERS_ALLOW_SIGN_UP") == "false"

@@ -72,10 +72,32 @@ def duration(text: str) -> float:
 # ----------------------------------------------------------------- promtool
 
 
-def test_promtool_check_config():
+def test_promtool_check_config(tmp_path):
+    """The full check needs the files the config names: the token file is a
+    compose secret (/run/secrets/...), so the full check runs on a copy that
+    names a stand-in token file, and the real file gets the syntax check."""
+    import shutil as sh
+
     promtool = require("promtool")
-    out = run(promtool, "check", "config", str(PROM / "prometheus.yml")).stdout
+    run(promtool, "check", "config", "--syntax-only", str(PROM / "prometheus.yml"))
+    cfg = yaml.safe_load((PROM / "prometheus.yml").read_text(encoding="utf-8"))
+    token = tmp_path / "cdiwatch_http_token"
+    token.write_text("stand-in\n", encoding="utf-8")
+    [job] = [j for j in cfg["scrape_configs"] if j["job_name"] == "cdiwatch"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/cdiwatch_http_token"
+    job["authorization"]["credentials_file"] = str(token)
+    sh.copytree(RULES, tmp_path / "rules")
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    out = run(promtool, "check", "config", str(tmp_path / "prometheus.yml")).stdout
     assert "2 rule files found" in out
+
+
+def test_workers_are_scraped_with_the_token_from_a_file():
+    cfg = yaml.safe_load((PROM / "prometheus.yml").read_text(encoding="utf-8"))
+    [job] = [j for j in cfg["scrape_configs"] if j["job_name"] == "cdiwatch"]
+    auth = job["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer" and "credentials" not in auth and "bearer_token" not in job
+    assert auth["credentials_file"].startswith("/run/secrets/")
 
 
 def test_promtool_check_rules():

@@ -3,7 +3,8 @@
 Tansu broker -> cdiwatch worker -> Prometheus -> Alertmanager -> webhook.
 
 Started on free loopback ports by the test: a broker, one worker
-(``python -m pipeline worker``), Debian's ``prometheus`` and
+(``python -m pipeline worker``, requiring its HTTP token, which Prometheus
+sends from a file as in ``deploy/``), Debian's ``prometheus`` and
 ``prometheus-alertmanager`` and a webhook receiver (``deploy/alertmanager/alert_sink.py``
 in a thread). Prometheus and Alertmanager run with configurations *derived
 from the real ones* in ``deploy/``: the same rule files with every ``for:``
@@ -31,6 +32,7 @@ import re
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import ExitStack
@@ -52,6 +54,7 @@ DEPLOY = ROOT / "deploy"
 SHORT_FOR = "2s"
 FEED_SILENT_SECONDS = 6  # overlay threshold (the real one is 30 minutes)
 WAIT = 45.0              # upper bound of each wait below
+TOKEN = "live-prometheus-scrape-token"
 
 
 
@@ -89,11 +92,14 @@ def rules_overlay(src_dir: Path, dst_dir: Path) -> int:
     return count
 
 
-def prometheus_overlay(tmp: Path, worker_port: int, prom_port: int, am_port: int) -> Path:
+def prometheus_overlay(tmp: Path, worker_port: int, prom_port: int, am_port: int, token_file: Path) -> Path:
     cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     cfg["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     [job] = [j for j in cfg["scrape_configs"] if j["job_name"] == "cdiwatch"]
     job["static_configs"] = [{"targets": [f"127.0.0.1:{worker_port}"]}]
+    # the worker requires its token: the deploy config's bearer authorization, with the secret's path rewritten
+    assert job["authorization"]["credentials_file"].startswith("/run/secrets/")
+    job["authorization"]["credentials_file"] = str(token_file)
     cfg["scrape_configs"] = [job, {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prom_port}"]}]}]
     cfg["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
     path = tmp / "prometheus.yml"  # rule_files (rules/*.rules.yml) resolve next to it
@@ -216,9 +222,11 @@ def test_alerts_fire_on_real_prometheus_and_reach_the_webhook(fresh_broker, tmp_
         procs = Processes(tmp_path, fresh_broker)
         stack.callback(procs.stop_all)
 
-        # 1. the worker
+        # 1. the worker, which requires its HTTP token (a file, as in compose)
         worker_port = free_port()
-        env = {**os.environ, "CDI_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
+        token_file = tmp_path / "cdiwatch_http_token"
+        token_file.write_text(TOKEN + "\n", encoding="utf-8")
+        env = {**os.environ, "CDI_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "CDI_HTTP_TOKEN_FILE": str(token_file)}
         procs.start("worker", [sys.executable, "-m", "pipeline", "worker", "--broker", fresh_broker.url,
                                "--web-port", str(worker_port), "--data-dir", str(tmp_path / "data")], env)
         worker_url = f"http://127.0.0.1:{worker_port}"
@@ -232,7 +240,7 @@ def test_alerts_fire_on_real_prometheus_and_reach_the_webhook(fresh_broker, tmp_
         procs.start("alertmanager", [alertmanager, f"--config.file={am_cfg}", f"--storage.path={tmp_path / 'am'}",
                                      f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="])
         n_rules = rules_overlay(DEPLOY / "prometheus" / "rules", tmp_path / "rules")
-        prom_cfg = prometheus_overlay(tmp_path, worker_port, prom_port, am_port)
+        prom_cfg = prometheus_overlay(tmp_path, worker_port, prom_port, am_port, token_file)
         procs.start("prometheus", [prometheus, f"--config.file={prom_cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                    f"--web.listen-address=127.0.0.1:{prom_port}"])
         prom_url, am_url = f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
@@ -258,8 +266,15 @@ def test_alerts_fire_on_real_prometheus_and_reach_the_webhook(fresh_broker, tmp_
         heartbeat = Heartbeat(settings).start()
         stack.callback(heartbeat.stop)
 
+        # /metrics needs the token that Prometheus sends from its file
+        try:
+            urllib.request.urlopen(worker_url + "/metrics", timeout=5)
+            pytest.fail("/metrics answered without the token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
         # the worker exposes every family the rules and dashboard rely on
-        with urllib.request.urlopen(worker_url + "/metrics", timeout=5) as resp:
+        request = urllib.request.Request(worker_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
             exposition = resp.read().decode()
         missing = [m for m in catalog["metrics"] if f"# TYPE {m} " not in exposition
                    and f"# TYPE {m.removesuffix('_total')} counter" not in exposition]

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from ..capture import write_capture
 from ..core.times import parse_time
 from ..kafka.admin import BrokerUnreachable, wait_for_broker
-from ..kafka.client import KafkaSetupError, kafka_python_options
+from ..kafka.client import KafkaSetupError, kafka_python_options, reveal
 from .errors import ConfigError, RunFailed
 
 __all__ = ["run", "capture"]
@@ -49,7 +49,7 @@ def capture(settings, start_ms: int, end_ms: int, progress=None) -> Iterator[tup
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(client_id="cdiwatch-capture", group_id=None, enable_auto_commit=False,
-                             max_poll_records=5000, **kafka_python_options(settings))
+                             max_poll_records=5000, **reveal(kafka_python_options(settings)))
     try:
         tps = [TopicPartition(topic, p) for topic in (settings.incidents_topic, settings.crimes_topic)
                for p in sorted(consumer.partitions_for_topic(topic) or ())]

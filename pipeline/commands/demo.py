@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from ..kafka.client import aiokafka_options
+from ..kafka.client import aiokafka_options, reveal
 from ..kafka.local import BrokerError, BrokerNotInstalled, LocalBroker, port_in_use
 from ..settings import Settings
 from ..simulation import Simulator
@@ -60,7 +60,7 @@ def _format_alert(a: dict) -> str:
 async def _print_alerts(settings: Settings, stop: asyncio.Event) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(settings.alerts_topic, **aiokafka_options(settings),
+    consumer = AIOKafkaConsumer(settings.alerts_topic, **reveal(aiokafka_options(settings)),
                                 group_id="cdiwatch-demo-console", auto_offset_reset="earliest",
                                 session_timeout_ms=4000, heartbeat_interval_ms=700)
     await consumer.start()
@@ -78,7 +78,7 @@ async def _feed(settings: Settings, sim: Simulator, stop: asyncio.Event) -> None
     """Publish every message whose arrival has come: the past at once, then live."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(**aiokafka_options(settings), linger_ms=5)
+    producer = AIOKafkaProducer(**reveal(aiokafka_options(settings)), linger_ms=5)
     await producer.start()
     try:
         sent = 0

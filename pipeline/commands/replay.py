@@ -34,7 +34,7 @@ import orjson
 from ..capture import CaptureError, CaptureMessage, count_lines, read_capture
 from ..core.times import parse_time
 from ..kafka.admin import BrokerUnreachable, TopicError, ensure_topics, wait_for_broker
-from ..kafka.client import KafkaSetupError, kafka_python_options
+from ..kafka.client import KafkaSetupError, kafka_python_options, reveal
 from .errors import ConfigError, RunFailed
 
 __all__ = ["replay", "ReplayReport", "BrokerUnreachable", "PRODUCER_CONFIG", "CONNECT_TIMEOUT", "run"]
@@ -194,7 +194,7 @@ def replay(paths: str | Iterable[str], settings: Any, speed: float | None = None
     bar = _Progress(count_lines(paths) if progress else 0, out, progress)
     delivery = _Delivery(report)
     config = {**PRODUCER_CONFIG, **(producer_config or {})}
-    producer = KafkaProducer(client_id="cdiwatch-replay", **kafka_python_options(settings), **config)
+    producer = KafkaProducer(client_id="cdiwatch-replay", **reveal(kafka_python_options(settings)), **config)
     flush_timeout = config["delivery_timeout_ms"] / 1000
     attempted: Counter[str] = Counter()
     t0 = time.monotonic()
@@ -255,6 +255,8 @@ def run(args: Any, settings: Any) -> int:
     except KafkaSetupError as exc:
         raise ConfigError(str(exc)) from None
     except BrokerUnreachable as exc:
+        if getattr(exc, "reason", None):  # the diagnosis already says what to fix
+            raise RunFailed(str(exc)) from None
         raise RunFailed(f"{exc}; is the broker running? (cdiwatch broker, or --broker / CDI_BROKER "
                         "kafka://HOST:PORT)") from None
     print(report.render(), file=sys.stderr)

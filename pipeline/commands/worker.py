@@ -19,17 +19,59 @@ from ..kafka.local import port_in_use
 from ..kafka.topics import TopicPlan
 from .errors import ConfigError, RunFailed
 
-__all__ = ["run", "configure_logging"]
+__all__ = ["run", "configure_logging", "RedactSecrets"]
 
 logger = logging.getLogger(__name__)
 
 
-def configure_logging(level: str) -> None:
+class RedactSecrets(logging.Filter):
+    """Blanks the values of the secrets in every record the log handler writes.
+
+    Why: libraries log what they were given, e.g. kafka-python writes its whole
+    configuration, SASL password included, at debug level. A filter on the
+    handler sees every record of every library, whatever its logger.
+    """
+
+    MASK = "**********"
+
+    def __init__(self, secrets) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            record.msg, record.args = self._blank(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._blank(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._blank(record.stack_info)
+        return True
+
+    def _blank(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, self.MASK)
+        return text
+
+
+def configure_logging(level: str, secrets=()) -> None:
+    """Log lines to stderr; ``secrets`` (plain values) never appear in them."""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    redact = RedactSecrets(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)
     if level.lower() != "debug":  # aiokafka and faust are chatty during rebalances
-        for name in ("aiokafka", "faust", "mode", "kafka"):
+        for name in ("aiokafka", "faust", "mode"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # kafka-python is only the admin client before the start: when it cannot
+        # connect it logs tracebacks, and the error line already says why
+        # (pipeline.kafka.diagnose). --log-level debug shows them.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def preflight(settings) -> None:
@@ -48,13 +90,16 @@ def run(args, settings) -> int:
     import faust
 
     preflight(settings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, [secret.get_secret_value() for secret in
+                                           (settings.kafka_sasl_password, settings.http_token) if secret])
     plan = TopicPlan.from_settings(settings)
     try:
         ensure_topics(settings, plan.configs(), settings.partitions, settings.replication_factor)
     except KafkaSetupError as exc:
         raise ConfigError(str(exc)) from None
     except BrokerUnreachable as exc:
+        if exc.reason:  # the diagnosis already says what to fix
+            raise RunFailed(str(exc)) from None
         raise RunFailed(f"{exc}; is the broker running, and are CDI_BROKER and CDI_KAFKA_* right?") from None
     except TopicError as exc:
         raise RunFailed(str(exc)) from None

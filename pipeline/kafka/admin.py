@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Iterable, Mapping
 
-from .client import describe, kafka_python_options
+from .client import describe, kafka_python_options, reveal
 
 __all__ = ["BrokerUnreachable", "TopicError", "admin_client", "wait_for_broker", "ensure_topics"]
 
@@ -19,7 +19,15 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerUnreachable(RuntimeError):
-    """No broker answered at the configured address (and security settings) in time."""
+    """No broker answered at the configured address (and security settings) in time.
+
+    ``reason``: what :func:`~pipeline.kafka.diagnose.diagnose` found (already in
+    the message), or None when it found nothing more specific than a timeout.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class TopicError(RuntimeError):
@@ -27,30 +35,41 @@ class TopicError(RuntimeError):
 
 
 def admin_client(settings, timeout: float = 10.0, client_id: str = "cdiwatch-admin"):
-    """A connected kafka-python admin client; :class:`BrokerUnreachable` after ``timeout`` s."""
+    """A connected kafka-python admin client; :class:`BrokerUnreachable` after ``timeout`` s.
+
+    First waits until a bootstrap server answers a request of ours
+    (:func:`~pipeline.kafka.diagnose.diagnose`), for two reasons: the error can
+    say why it does not (nothing listening, TLS refused, client certificate
+    missing...), and kafka-python's bootstrap never returns when a TLS
+    handshake is left unanswered (a TLS client at a plaintext port), which
+    would hang a command instead of failing it.
+    """
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    ms = max(1000, int(timeout * 1000))
+    from .diagnose import diagnose
+
+    deadline = time.monotonic() + timeout
+    where = f"no Kafka broker answered at {describe(settings)} within {timeout:.3g} s"
+    while True:
+        reason = diagnose(settings, timeout=min(3.0, max(2.0, deadline - time.monotonic())))
+        if reason is None:
+            break
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(f"{where}: {reason}", reason)
+        time.sleep(0.2)
+    ms = max(3000, int((deadline - time.monotonic()) * 1000))
     try:
         return KafkaAdminClient(client_id=client_id, request_timeout_ms=ms, bootstrap_timeout_ms=ms,
-                                **kafka_python_options(settings))
+                                **reveal(kafka_python_options(settings)))
     except KafkaError as exc:
-        raise BrokerUnreachable(f"no Kafka broker answered at {describe(settings)} within {timeout:g} s "
-                                f"({type(exc).__name__})") from None
+        hint = " (are the SASL mechanism, user and password right?)" if settings.kafka_sasl_mechanism else ""
+        raise BrokerUnreachable(f"{where} ({type(exc).__name__}){hint}") from None
 
 
 def wait_for_broker(settings, timeout: float = 10.0) -> None:
-    """Return once a broker answers; :class:`BrokerUnreachable` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin_client(settings, timeout=min(5.0, max(1.0, deadline - time.monotonic()))).close()
-            return
-        except BrokerUnreachable:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
+    """Return once a broker answers; :class:`BrokerUnreachable` (with the reason) after ``timeout`` s."""
+    admin_client(settings, timeout).close()
 
 
 def ensure_topics(settings, topics: Mapping[str, Mapping[str, str]] | Iterable[str], partitions: int,

@@ -3,9 +3,11 @@ reaches the broker (contract §7).
 
 The worker's consumer and producer (aiokafka), its admin client, replay and
 capture (kafka-python) and the demo all take their options from here, so
-TLS, mutual TLS and SASL reach each of them the same way. A secret is read
-from its :class:`~pydantic.SecretStr` only when a client is built, and never
-appears in :func:`describe` or an error.
+TLS, mutual TLS and SASL reach each of them the same way. The SASL password
+stays a :class:`~pydantic.SecretStr` in these options, however long a worker
+keeps them: it is unwrapped by :func:`reveal` in the very call that builds a
+client (``AIOKafkaConsumer(**reveal(options), ...)``), so no options dict,
+repr or log line can show it; nor do :func:`describe` and the errors.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-__all__ = ["aiokafka_options", "kafka_python_options", "ssl_context", "describe", "KafkaSetupError"]
+from pydantic import SecretStr
+
+__all__ = ["aiokafka_options", "kafka_python_options", "reveal", "ssl_context", "describe", "KafkaSetupError"]
 
 
 class KafkaSetupError(ValueError):
@@ -45,11 +49,16 @@ def _sasl(s) -> dict[str, Any]:
     if not s.kafka_security_protocol.startswith("SASL"):
         return {}
     return {"sasl_mechanism": s.kafka_sasl_mechanism, "sasl_plain_username": s.kafka_sasl_username,
-            "sasl_plain_password": s.kafka_sasl_password.get_secret_value()}
+            "sasl_plain_password": s.kafka_sasl_password}
+
+
+def reveal(options: dict[str, Any]) -> dict[str, Any]:
+    """The options with secrets unwrapped: only as the arguments of a client's constructor."""
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in options.items()}
 
 
 def aiokafka_options(s) -> dict[str, Any]:
-    """Keyword arguments for aiokafka's consumer, producer and admin client."""
+    """Options for aiokafka's consumer, producer and admin client (pass them through :func:`reveal`)."""
     opts: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers,
                             "security_protocol": s.kafka_security_protocol}
     ctx = ssl_context(s)
@@ -60,7 +69,7 @@ def aiokafka_options(s) -> dict[str, Any]:
 
 
 def kafka_python_options(s) -> dict[str, Any]:
-    """Keyword arguments for kafka-python's producer, consumer and admin client."""
+    """Options for kafka-python's producer, consumer and admin client (pass them through :func:`reveal`)."""
     opts: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers.split(","),
                             "security_protocol": s.kafka_security_protocol}
     ctx = ssl_context(s)

@@ -127,7 +127,9 @@ class Worker:
         """Every 2 s: does the broker answer? (``/readyz`` is 503 while it does not.)"""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(**self.client_options, client_id=f"{self.settings.app_id}-probe",
+        from ..kafka.client import reveal
+
+        admin = AIOKafkaAdminClient(**reveal(self.client_options), client_id=f"{self.settings.app_id}-probe",
                                     request_timeout_ms=3000)
         try:
             await admin.start()

@@ -19,6 +19,8 @@ from typing import Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from ..kafka.client import reveal
+
 __all__ = ["Outbox", "OutboxError", "RecordTooLarge", "MAX_REQUEST_SIZE"]
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class Outbox:
 
     async def start(self) -> None:
         if self.producer is None:
-            self.producer = AIOKafkaProducer(**self._config)
+            self.producer = AIOKafkaProducer(**reveal(self._config))
             await self.producer.start()
 
     async def stop(self) -> None:

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ..core.validation import Validator
+from ..kafka.client import reveal
 from ..kafka.topics import STAGES, TopicPlan
 from .codec import alert_record
 from .deadletters import deadletter_record
@@ -89,7 +90,7 @@ class Runner:
         s, plan = self.settings, self.plan
         session_ms = int(s.session_timeout * 1000)
         self.consumer = consumer = AIOKafkaConsumer(
-            **self.client_options, group_id=plan.group, client_id=f"{s.app_id}-{self.worker_id}",
+            **reveal(self.client_options), group_id=plan.group, client_id=f"{s.app_id}-{self.worker_id}",
             enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(300, session_ms // 6), max_poll_interval_ms=max(300_000, session_ms * 10),
             rebalance_timeout_ms=max(session_ms * 2, 20_000), max_partition_fetch_bytes=4 * 1024 * 1024,

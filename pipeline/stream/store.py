@@ -42,6 +42,7 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ..kafka.client import reveal
 from .codec import decode_json, encode_json
 from .outbox import Outbox
 
@@ -163,7 +164,7 @@ class ChangelogStore:
         for tp, fut in futures:
             fences[tp] = fut.result().offset
         readers = {tp: _Reader() for tp in fences}
-        consumer = AIOKafkaConsumer(**self.client_options, client_id=f"{self.client_id}-recovery",
+        consumer = AIOKafkaConsumer(**reveal(self.client_options), client_id=f"{self.client_id}-recovery",
                                     group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
                                     fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024,
                                     fetch_max_bytes=32 * 1024 * 1024)

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..core.audit import AuditParts
 from ..core.incidents import BoardEntry, IncidentLedger
+from ..kafka.client import reveal
 from .board import BoardIndex
 from .codec import decode_json, encode_json
 from .outbox import Outbox
@@ -174,7 +175,7 @@ class ClusterView:
         await self.outbox.flush()
         for p, fut in futures:
             fences[p] = fut.result().offset
-        consumer = AIOKafkaConsumer(**self.client_options, client_id=f"{self.client_id}-views", group_id=None,
+        consumer = AIOKafkaConsumer(**reveal(self.client_options), client_id=f"{self.client_id}-views", group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100,
                                     max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
