@@ -161,8 +161,10 @@ class DeadLetterModel(BaseModel):
     """deadletter.v1 on ``cdi.deadletter``: an input message that was not applied, and why.
 
     A record stays small whatever it carries: ``detail`` is at most 500
-    characters and a payload over 65,536 bytes is cut to its first 65,536
-    bytes (``payload_truncated``, ``payload_size``); the original stays
+    characters; a payload over 65,536 bytes is cut to at most its first
+    65,536 bytes so that its text here (JSON-escaped, or base64) is at most
+    65,536 characters (``payload_truncated``, ``payload_size``); a key over
+    256 bytes is cut likewise (``key_truncated``); the original stays
     findable by ``source_topic``, ``partition``, ``offset``.
     """
 
@@ -173,6 +175,7 @@ class DeadLetterModel(BaseModel):
     offset: int
     key: Optional[str]
     key_encoding: Optional[Literal["base64"]] = None
+    key_truncated: Optional[Literal[True]] = None
     payload: str
     payload_encoding: Optional[Literal["base64"]] = None
     payload_truncated: Optional[Literal[True]] = None

@@ -254,8 +254,9 @@ class Runner:
 
     def _log_error(self, stage: str, topic: str, partition: int, offset: int, exc: BaseException) -> None:
         self.metrics.processing_errors.labels(stage).inc()
-        logger.error("processing error in the %s stage at %s[%d]@%d: %s: %s (dead-lettered, skipped)",
-                     stage, topic, partition, offset, type(exc).__name__, str(exc)[:200])
+        # The exception's text may hold incident data: it goes to the dead letter, not to the log.
+        logger.error("processing error in the %s stage at %s[%d]@%d: %s (dead-lettered with the detail, skipped)",
+                     stage, topic, partition, offset, type(exc).__name__)
 
     # ------------------------------------------------------------------ rebalances
     async def revoke(self, tps) -> None:
