@@ -129,6 +129,7 @@ class Runner:
             topic = tp.topic
             if topic in inputs:
                 self.intake.handle(topic, records, self._intake_error)
+                await asyncio.sleep(0)  # let heartbeats and HTTP in between large slices of work
                 self.feeds[(topic, tp.partition)] = now
                 self.metrics.last_received.labels(topic).set(now)
             else:
@@ -136,8 +137,10 @@ class Runner:
                 if part is None:
                     continue
                 process = part.process
-                for record in records:
+                for i, record in enumerate(records):
                     process(record, self._stage_error)
+                    if i & 7 == 7:  # a stage record can hold thousands of messages
+                        await asyncio.sleep(0)
             self.consumed[topic] += len(records)
             commits[tp] = records[-1].offset + 1
         dirty = [p for p in owned.values() if p.dirty]
@@ -286,7 +289,9 @@ class Runner:
         for stage, p in wanted:
             rec = got[(self.plan.changelog(stage), p)]
             part = PARTITION_TYPES[stage](p, self.config, self.router)
-            part.load(rec)
+            # Loading a large partition is seconds of CPU: in a thread, so that the
+            # event loop (heartbeats: the group must not think us dead) keeps turning.
+            await asyncio.to_thread(part.load, rec)
             self.owned[(stage, p)] = part
             if rec.next_offset is not None:
                 self.consumer.seek(TopicPartition(self.plan.ops(stage), p), rec.next_offset)
