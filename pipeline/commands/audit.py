@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
 from ..capture import CaptureError
-from ..capture.reading import read_payloads
-from ..core.events import Rejection
+from ..capture.validated import Invalid, Skipped, validated_messages
 from ..core.monitor import Monitor
-from ..core.vocabulary import CRIMES, INCIDENTS
 from ..report.data import report_data
 from ..report.table import render_table
 from .errors import ConfigError, RunFailed
@@ -81,11 +79,13 @@ def _check_files(paths: Iterable[str]) -> list[str]:
     return paths
 
 
-def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progress: bool = False) -> OfflineAudit:
+def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progress: bool = False,
+                jobs: int = 2) -> OfflineAudit:
     """Run capture files through a fresh deferred :class:`Monitor`.
 
-    Lines that carry no message (and messages for topics that are not inputs)
-    are collected in :attr:`OfflineAudit.skipped`, never raised.
+    Lines that carry no message (and messages of topics that are not inputs)
+    are collected in :attr:`OfflineAudit.skipped`, never raised. ``jobs=2``
+    reads and validates in a second process (:mod:`pipeline.capture.validated`).
     """
     paths = _check_files(paths)
     now = time.time_ns() // 1000 if now_us is None else now_us
@@ -93,9 +93,7 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     monitor = Monitor(config, deferred=True)
     result = OfflineAudit(monitor)
     skipped = result.skipped
-    side_of = {config.topics.incidents: INCIDENTS, config.topics.crimes: CRIMES}
-    validate, apply, reject = monitor.validator.validate, monitor.apply, monitor.events.reject
-    rejections = monitor.rejections
+    apply, reject, rejections = monitor.apply, monitor.events.reject, monitor.rejections
     bar = _Progress(sys.stderr, sum(os.path.getsize(p) for p in paths if p != "-") if progress else 0)
     # The ledgers hold millions of small objects and make no reference cycles:
     # the cyclic collector would rescan them again and again (a quarter of the
@@ -105,15 +103,16 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     t0 = time.perf_counter()
     n = 0
     try:
-        for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes,
-                                            lambda p, ln, why: skipped.append((p, ln, why))):
-            side = side_of[topic]
-            r = validate(side, payload, now)
-            if type(r) is Rejection:
-                reject(side)
-                rejections[(side, r.reason)] += 1
+        for item in validated_messages(paths, config, now, jobs):
+            t = type(item)
+            if t is Invalid:
+                reject(item.side)
+                rejections[(item.side, item.reason)] += 1
+            elif t is Skipped:
+                skipped.append((item.source, item.line_no, item.reason))
+                continue
             else:
-                apply(r)
+                apply(item)
             n += 1
             if not n & 0xFFFF:
                 bar.update(n)
@@ -179,15 +178,15 @@ def run(args, settings) -> int:
         source, problems = args.url, 0
     else:
         result = audit_files(args.files, settings, progress=True)
+        names = ", ".join(args.files)
+        if result.messages == 0:
+            first = f"; line {result.skipped[0][1]}: {result.skipped[0][2][:80]}" if result.skipped else ""
+            raise RunFailed(f"no capture message could be read from {names} ({len(result.skipped):,} lines "
+                            f"skipped{first}): give a capture, JSON Lines of kcat -J envelopes or events")
         for path, line_no, why in result.skipped[:20]:
             print(f"{path}:{line_no}: skipped: {why}", file=sys.stderr)
         if len(result.skipped) > 20:
             print(f"... and {len(result.skipped) - 20:,} more", file=sys.stderr)
-        names = ", ".join(args.files)
-        if result.messages == 0:
-            raise RunFailed(f"no capture message could be read from {names} "
-                            f"({len(result.skipped):,} lines skipped): is it a capture (JSON Lines of kcat -J "
-                            "envelopes or events)?")
         errors = result.monitor.processing_errors
         for event_id, detail in errors[:5]:
             print(f"processing error (a worker dead-letters it): event {event_id}: {detail}", file=sys.stderr)

@@ -25,9 +25,10 @@ from .config import Params
 from .times import HOUR, watermark
 from .vocabulary import SIDES
 
-__all__ = ["EventIds", "Counts"]
+__all__ = ["EventIds", "Counts", "DUPLICATE", "FIRST", "STALE"]
 
 _BUCKET = HOUR
+DUPLICATE, FIRST, STALE = 0, 1, 2
 
 
 class Counts(Counter):
@@ -48,43 +49,52 @@ class EventIds:
         self.params = params
         self.track = track
         self.retention = params.id_retention
+        self.lateness = params.allowed_lateness
         self.seen: dict[str, dict[str, int]] = {side: {} for side in SIDES}
         self.counts: dict[str, Counts] = {side: Counts() for side in SIDES}
         self.forgotten: Counter = Counter()  # ids expired per feed (still counted as valid)
         self.max_time: int | None = None
         self.added: list[tuple[str, str, int]] = []  # (side, event_id, at) since the last drain
         self.removed: list[tuple[str, str]] = []     # (side, event_id) forgotten since the last drain
-        self._buckets: dict[int, list[tuple[str, str, int]]] = {}
+        # expiry buckets: (bucket, side) -> event ids; a heap of the buckets
+        self._buckets: dict[tuple[int, str], list[str]] = {}
         self._bucket_heap: list[int] = []
 
     @property
     def watermark(self) -> int | None:
-        return watermark(self.max_time, self.params.allowed_lateness)
+        return watermark(self.max_time, self.lateness)
 
     def stale(self, at: int) -> bool:
         """True when an event this old may have been forgotten: absence proves nothing."""
         w = self.watermark
         return w is not None and at + self.retention <= w
 
-    def claim(self, side: str, event_id: str, at: int) -> bool:
-        """True for the first valid copy of ``event_id`` on ``side``; counts it either way."""
+    def claim(self, side: str, event_id: str, at: int) -> int:
+        """Count one valid copy of ``event_id`` on ``side``: :data:`DUPLICATE` (0)
+        when seen before, :data:`FIRST` (1) for the first copy, :data:`STALE` (2)
+        for a first copy so old its id may have been forgotten."""
         seen = self.seen[side]
         if event_id in seen:
             self.counts[side]["duplicate"] += 1
-            return False
+            return DUPLICATE
         self.counts[side]["valid"] += 1
-        self.observe(at)
-        if not self.stale(at):
-            seen[event_id] = at
-            if self.track:
-                self.added.append((side, event_id, at))
-            bucket = (at + self.retention) // _BUCKET
-            ids = self._buckets.get(bucket)
-            if ids is None:
-                ids = self._buckets[bucket] = []
-                heapq.heappush(self._bucket_heap, bucket)
-            ids.append((side, event_id, at))
-        return True
+        max_time = self.max_time
+        if max_time is None or at > max_time:
+            self.observe(at)
+            max_time = at
+        expiry = at + self.retention
+        if expiry <= max_time - self.lateness:
+            return STALE
+        seen[event_id] = at
+        if self.track:
+            self.added.append((side, event_id, at))
+        key = (expiry // _BUCKET, side)
+        ids = self._buckets.get(key)
+        if ids is None:
+            ids = self._buckets[key] = []
+            heapq.heappush(self._bucket_heap, key[0])
+        ids.append(event_id)
+        return FIRST
 
     def invalid(self, side: str, n: int = 1) -> None:
         self.counts[side]["invalid"] += n
@@ -94,16 +104,27 @@ class EventIds:
         if event_time is None or (self.max_time is not None and event_time <= self.max_time):
             return
         self.max_time = event_time
-        w = self.watermark
+        w = event_time - self.lateness
         heap = self._bucket_heap
         while heap and (heap[0] + 1) * _BUCKET <= w:
-            for side, event_id, at in self._buckets.pop(heapq.heappop(heap)):
-                seen = self.seen[side]
-                if seen.get(event_id) == at:
-                    del seen[event_id]
-                    self.forgotten[side] += 1
-                    if self.track:
-                        self.removed.append((side, event_id))
+            bucket = heapq.heappop(heap)
+            for side in SIDES:
+                self._forget(bucket, side)
+
+    def _forget(self, bucket: int, side: str) -> None:
+        ids = self._buckets.pop((bucket, side), None)
+        if not ids:
+            return
+        seen, retention, track = self.seen[side], self.retention, self.track
+        forgotten = 0
+        for event_id in ids:
+            at = seen.get(event_id)
+            if at is not None and (at + retention) // _BUCKET == bucket:
+                del seen[event_id]
+                forgotten += 1
+                if track:
+                    self.removed.append((side, event_id))
+        self.forgotten[side] += forgotten
 
     def drain(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
         """Ids added and forgotten since the last drain, for persistence."""
@@ -126,11 +147,11 @@ class EventIds:
             if (w is not None and (bucket + 1) * _BUCKET <= w) or event_id in self.seen[side]:
                 continue
             self.seen[side][event_id] = at
-            bucket_ids = self._buckets.get(bucket)
+            bucket_ids = self._buckets.get((bucket, side))
             if bucket_ids is None:
-                bucket_ids = self._buckets[bucket] = []
+                bucket_ids = self._buckets[(bucket, side)] = []
                 heapq.heappush(self._bucket_heap, bucket)
-            bucket_ids.append((side, event_id, at))
+            bucket_ids.append(event_id)
 
     def meta(self) -> dict:
         return {"max_time": self.max_time, "forgotten": dict(self.forgotten),

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from .config import CoreConfig
 from .crimes import CrimeChanges, CrimeLedger
-from .eventids import EventIds
+from .eventids import STALE, EventIds
 from .events import Alert, CrimeEvent, IncidentEvent, Link, Notice
 from .incidents import IncidentChanges, IncidentLedger
 from .audit import AuditParts
@@ -71,15 +71,14 @@ class EventStage:
         counted duplicates. False when the source position was applied already."""
         is_incident = type(ev) is IncidentEvent
         side = INCIDENTS if is_incident else CRIMES
-        if not self.fresh(side, partition, offset):
+        if offset >= 0 and not self.fresh(side, partition, offset):
             return False
-        ids = self.ids
-        if ids.claim(side, ev.event_id, ev.at):
-            stale = ids.stale(ev.at)
+        claim = self.ids.claim(side, ev.event_id, ev.at)
+        if claim:
             if is_incident:
-                self.router.incident_event(ev, stale)
+                self.router.incident_event(ev, claim == STALE)
             else:
-                self.router.crime_event(ev, stale)
+                self.router.crime_event(ev, claim == STALE)
         return True
 
     def reject(self, side: str, partition: int = 0, offset: int = -1, key: bytes | None = None,

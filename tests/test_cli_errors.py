@@ -1,0 +1,115 @@
+"""Every common mistake gets one clear line and the documented exit code, never
+a traceback (issue 11): each row of the issue's table, run as a user would.
+
+Exit codes: 0 done, 1 the run failed or found problems, 2 a usage or
+configuration mistake, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import __version__
+from support import ROOT, SAMPLE
+
+
+def cdiwatch(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def one_line(proc: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert "Traceback" not in proc.stderr and err.count("\n") == 0, err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_audit_of_a_directory(tmp_path):
+    one_line(cdiwatch("audit", str(tmp_path)), 2, str(tmp_path), "is a directory")
+
+
+def test_audit_url_that_is_not_a_url():
+    one_line(cdiwatch("audit", "--url", "notaurl"), 2, "notaurl", "http")
+
+
+@pytest.mark.parametrize("broker", ["nonsense", "kafka://127.0.0.1", "kafka+ssl://127.0.0.1:9093",
+                                    "kafka://127.0.0.1:99999"])
+def test_replay_with_a_broker_address_that_is_not_one(broker):
+    one_line(cdiwatch("replay", str(SAMPLE), "--broker", broker), 2, "broker")
+
+
+def test_simulate_into_a_directory_that_does_not_exist():
+    one_line(cdiwatch("simulate", "--hours", "1", "-o", "/nonexistent/dir/x.jsonl"), 2, "/nonexistent/dir")
+
+
+def test_worker_with_its_web_port_busy(busy_port):
+    one_line(cdiwatch("worker", "--web-port", str(busy_port)), 2, f"web port {busy_port}", "in use")
+
+
+def test_broker_with_its_port_busy(busy_port):
+    one_line(cdiwatch("broker", "--port", str(busy_port)), 2, f"port {busy_port}", "in use")
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 40, b"just some text\nand more\n", b""])
+def test_audit_of_a_binary_or_wrong_file_fails(tmp_path, content):
+    path = tmp_path / "not-a-capture.bin"
+    path.write_bytes(content)
+    one_line(cdiwatch("audit", str(path)), 1, "no capture message could be read", str(path))
+
+
+def test_replay_of_a_directory(tmp_path):
+    one_line(cdiwatch("replay", str(tmp_path), "--broker", "kafka://127.0.0.1:1"), 2, "is a directory")
+
+
+@pytest.mark.parametrize("variable, value", [("CDI_PARTITIONS", "abc"), ("CDI_PARTITIONS", "0"),
+                                             ("CDI_RECORDING_DEADLINE", "0"), ("CDI_WEB_PORT", "70000"),
+                                             ("CDI_AT_RISK_WINDOW", "soon"), ("CDI_TIMEZONE", "Mars/Olympus")])
+def test_bad_settings_name_the_variable(tmp_path, variable, value):
+    one_line(cdiwatch("audit", str(SAMPLE), env={variable: value}), 2, variable)
+
+
+def test_unknown_option_before_any_command():
+    one_line(cdiwatch("--frobnicate"), 2, "--frobnicate")
+
+
+def test_unknown_option_of_a_command():
+    one_line(cdiwatch("audit", str(SAMPLE), "--frobnicate"), 2, "--frobnicate")
+
+
+def test_no_command():
+    one_line(cdiwatch(), 2, "choose a command")
+
+
+def test_version_and_help_show_defaults():
+    proc = cdiwatch("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cdiwatch {__version__}"
+    proc = cdiwatch("worker", "--help")
+    assert proc.returncode == 0 and "default kafka://127.0.0.1:9092" in proc.stdout and "default 6066" in proc.stdout
+
+
+def test_debug_shows_the_traceback_of_an_unexpected_failure(tmp_path):
+    """--debug is for developers: an unexpected failure shows its traceback."""
+    code = ("import sys; from pipeline.commands import cli, audit; "
+            "audit.run = lambda a, s: 1 / 0; sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "audit", str(SAMPLE)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    one_line(proc, 1, "unexpected failure", "ZeroDivisionError", "--debug")
+    proc = subprocess.run([sys.executable, "-c", code, "--debug", "audit", str(SAMPLE)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" in proc.stderr

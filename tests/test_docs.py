@@ -1,0 +1,44 @@
+"""The repository stands alone and its docs stay true (issues 7 and 11).
+
+- no file of the repository refers to anything outside it (``../shared``);
+- every setting is in the README's configuration table;
+- the contract the schemas point to exists.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from pipeline.settings import Settings
+from support import ROOT
+
+SECRET_FILES = {"kafka_sasl_password_file", "http_token_file"}
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line]
+
+
+def test_nothing_refers_outside_the_repository():
+    for name in tracked_files():
+        path = ROOT / name
+        if path.suffix in (".png", ".jsonl") or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        assert "../shared" not in text and "/work/shared" not in text, name
+
+
+def test_every_setting_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        variable = "CDI_" + name.upper()
+        if name in SECRET_FILES:
+            continue  # documented next to the secret they hold
+        assert variable in readme, variable
+
+
+def test_the_schemas_point_to_the_contract_in_the_repository():
+    assert (ROOT / "docs" / "contract.md").is_file()
+    for schema in (ROOT / "schemas").glob("*.schema.json"):
+        assert "docs/contract.md" in schema.read_text(), schema.name
