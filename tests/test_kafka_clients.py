@@ -55,7 +55,7 @@ class Recorder:
             async def flush(self):
                 pass
 
-            async def send(self, topic, value=None, key=None, partition=None):
+            async def send(self, topic, value=None, key=None, partition=None, headers=None):
                 fut = asyncio.get_running_loop().create_future()
                 fut.set_result(type("Meta", (), {"offset": 0})())
                 return fut
