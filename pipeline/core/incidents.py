@@ -152,7 +152,9 @@ class IncidentLedger:
         """Apply one valid incident event; False when this incident already
         has its ``event_id`` (nothing changes then)."""
         incident_id = ev.incident_id
-        st = self._live(incident_id)
+        st = self.incidents.get(incident_id)
+        if st is not None and self.deferred:
+            st = self._live(incident_id, st)
         if st is None:
             st = self.incidents[incident_id] = IncidentState()
         elif st.has_event(ev.event_id):
@@ -176,7 +178,8 @@ class IncidentLedger:
                 st.flags.sort()
         if not was_seen and st.opening is not None and st.crimes:
             self.changes.notices.extend(Notice(c, incident_id) for c in st.crimes)
-        self.observe(ev.at)
+        if self.max_time is None or ev.at > self.max_time:
+            self.observe(ev.at)
         if self.deferred:
             self._dirty.add(incident_id)
         else:
@@ -186,7 +189,9 @@ class IncidentLedger:
     def link(self, link: Link) -> None:
         """A crime links this incident (or its recording time moved earlier)."""
         incident_id, crime_id, recorded_at = link.incident_id, link.crime_id, link.recorded_at
-        st = self._live(incident_id)
+        st = self.incidents.get(incident_id)
+        if st is not None and self.deferred:
+            st = self._live(incident_id, st)
         if st is None:
             st = self.incidents[incident_id] = IncidentState()
         known = crime_id in st.crimes
@@ -223,16 +228,14 @@ class IncidentLedger:
         self._due()
 
     # --------------------------------------------------------------- internals
-    def _live(self, incident_id: str) -> IncidentState | None:
-        """The incident's state unless its retention has passed (deferred mode
-        evicts lazily: it checks here what eager mode's timers did already)."""
-        st = self.incidents.get(incident_id)
-        if st is not None and self.deferred:
-            w = self.watermark
-            if w is not None and st.last + self.params.state_retention <= w:
-                self._dirty.discard(incident_id)
-                self._evaluate(incident_id, st)
-                return self.incidents.get(incident_id)
+    def _live(self, incident_id: str, st: IncidentState) -> IncidentState | None:
+        """Deferred mode: the incident's state unless its retention has passed
+        (it evicts lazily: it checks here what eager mode's timers did already)."""
+        w = self.watermark
+        if w is not None and st.last + self.params.state_retention <= w:
+            self._dirty.discard(incident_id)
+            self._evaluate(incident_id, st)
+            return self.incidents.get(incident_id)
         return st
 
     def _due(self) -> None:
@@ -257,7 +260,9 @@ class IncidentLedger:
         """Recompute one incident: tally, alerts, timer, eviction."""
         w = self.watermark
         p = self.params
-        a = st.assessment = self.assess(st)
+        a = self.assess(st)
+        if not self.deferred:  # the board and the detail read it; the offline audit does not
+            st.assessment = a
         if a is None:
             status = UNOPENED if st.events else None
         else:
