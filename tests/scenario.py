@@ -4,7 +4,7 @@ Times are given in **hours after T0** (floats) and turned into RFC 3339
 strings; event ids are generated so every event is unique unless a test
 passes ``event_id`` itself. Builders return plain payload dicts, so property
 tests can mutate them; :class:`Scenario` feeds them to a
-:class:`~pipeline.monitor.Monitor` as JSON bytes with a fixed ``now_us``,
+:class:`~pipeline.core.monitor.Monitor` as JSON bytes with a fixed ``now_us``,
 exactly as a worker would read them from the topics.
 
     sc = Scenario()
