@@ -5,8 +5,9 @@ The format is read and written only here: ``replay`` publishes captures,
 offline ``audit`` reads them.
 """
 
-from .reading import CaptureError, CaptureMessage, ErrorHandler, count_lines, read_capture
+from .reading import (CaptureError, CaptureMessage, ErrorHandler, check_capture_files, count_lines,
+                      read_capture)
 from .writing import capture_line, write_capture
 
-__all__ = ["CaptureError", "CaptureMessage", "ErrorHandler", "count_lines", "read_capture",
+__all__ = ["CaptureError", "CaptureMessage", "ErrorHandler", "check_capture_files", "count_lines", "read_capture",
            "capture_line", "write_capture"]

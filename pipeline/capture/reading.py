@@ -45,6 +45,23 @@ class CaptureError(OSError):
     """A capture file cannot be read at all (missing, a directory, unreadable)."""
 
 
+def check_capture_files(paths: Iterable[str]) -> list[str]:
+    """The capture files a command was given, each checked before any work
+    starts: one clear :class:`CaptureError` for a missing, unreadable or
+    directory path (``-`` is standard input)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    for path in paths:
+        if path == "-":
+            continue
+        if os.path.isdir(path):
+            raise CaptureError(f"{path} is a directory, not a capture file (give the .jsonl files in it)")
+        if not os.path.exists(path):
+            raise CaptureError(f"no such file: {path} (a capture file was expected)")
+        if not os.access(path, os.R_OK):
+            raise CaptureError(f"cannot read {path}: permission denied")
+    return paths
+
+
 class CaptureMessage(msgspec.Struct, gc=False):
     """One message read from a capture file.
 

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
-from ..capture import CaptureError
+from ..capture import CaptureError, check_capture_files
 from ..capture.validated import Invalid, Skipped, validated_messages
 from ..core.monitor import Monitor
 from ..report.data import report_data
@@ -65,20 +65,6 @@ class _Progress:
             self.stream.write("\n")
 
 
-def _check_files(paths: Iterable[str]) -> list[str]:
-    paths = list(paths)
-    for path in paths:
-        if path == "-":
-            continue
-        if os.path.isdir(path):
-            raise ConfigError(f"{path} is a directory, not a capture file (give the .jsonl files in it)")
-        if not os.path.exists(path):
-            raise ConfigError(f"no such file: {path} (a capture file was expected)")
-        if not os.access(path, os.R_OK):
-            raise ConfigError(f"cannot read {path}: permission denied")
-    return paths
-
-
 def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progress: bool = False,
                 jobs: int = 2) -> OfflineAudit:
     """Run capture files through a fresh deferred :class:`Monitor`.
@@ -87,7 +73,10 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     are collected in :attr:`OfflineAudit.skipped`, never raised. ``jobs=2``
     reads and validates in a second process (:mod:`pipeline.capture.validated`).
     """
-    paths = _check_files(paths)
+    try:
+        paths = check_capture_files(paths)
+    except CaptureError as exc:
+        raise ConfigError(str(exc)) from None
     now = time.time_ns() // 1000 if now_us is None else now_us
     config = settings.core()
     monitor = Monitor(config, deferred=True)

@@ -38,28 +38,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _speed(text: str) -> float | None:
-    if text == "max":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'max' or a positive number, not {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be 'max' or a positive number")
-    return value
+def _positive(kind, also: str = ""):
+    """An argparse type: a positive ``kind`` (or the word ``also``, given as None)."""
+    what = f"'{also}' or a positive number" if also else "a positive number"
 
-
-def _positive(kind):
     def parse(text: str):
+        if also and text == also:
+            return None
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
         if not value > 0:
-            raise argparse.ArgumentTypeError("must be a positive number")
+            raise argparse.ArgumentTypeError(f"must be {what}")
         return value
     return parse
+
+
+_speed = _positive(float, also="max")
 
 
 def _port(text: str) -> int:

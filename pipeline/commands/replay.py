@@ -21,7 +21,6 @@ bounded timeouts, never a hang.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ from typing import IO, Any, Iterable
 
 import orjson
 
-from ..capture import CaptureError, CaptureMessage, count_lines, read_capture
+from ..capture import CaptureError, CaptureMessage, check_capture_files, count_lines, read_capture
 from ..core.times import parse_time
 from ..kafka.admin import BrokerUnreachable, TopicError, ensure_topics, wait_for_broker
 from ..kafka.client import KafkaSetupError, kafka_python_options, reveal
@@ -164,15 +163,8 @@ def replay(paths: str | Iterable[str], settings: Any, speed: float | None = None
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    paths = [paths] if isinstance(paths, str) else list(paths)
+    paths = check_capture_files(paths)
     connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
-    for path in paths:
-        if path == "-":
-            continue
-        if os.path.isdir(path):
-            raise CaptureError(f"{path} is a directory, not a capture file (give the .jsonl files in it)")
-        if not os.path.isfile(path):
-            raise CaptureError(f"no such file: {path} (a capture file was expected)")
     out = stream or sys.stderr
     report = ReplayReport()
     wait_for_broker(settings, connect_timeout)
