@@ -23,14 +23,13 @@ A missing ``stunnel4``/``openssl`` is a failure in CI and a skip elsewhere
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.kafka.local import LocalBroker, free_port
+from pipeline.kafka.local import LocalBroker, free_port, listening
 from support import log_tail, require_binary
 
 __all__ = ["PKI", "make_pki", "Stunnel", "TLSBroker", "tls_broker", "require_tls_tools"]
@@ -96,14 +95,6 @@ def make_pki(directory: Path, openssl: str = "openssl") -> PKI:
     return PKI(directory, ca[0], server[0], server[1], client[0], client[1], other)
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 class Stunnel:
     """stunnel in the foreground: TLS on ``port``, plaintext to ``target_port``; killed at stop."""
 
@@ -130,7 +121,7 @@ class Stunnel:
             self.proc = subprocess.Popen([self.binary, str(self.config)], stdin=subprocess.DEVNULL,
                                          stdout=fh, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while not _listening(self.port):
+        while not listening(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"stunnel did not listen on {HOST}:{self.port}:\n{log_tail(self.log)}")

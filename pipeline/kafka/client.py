@@ -57,26 +57,25 @@ def reveal(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in options.items()}
 
 
-def aiokafka_options(s) -> dict[str, Any]:
-    """Options for aiokafka's consumer, producer and admin client (pass them through :func:`reveal`)."""
-    opts: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers,
+def _options(s, bootstrap_servers: Any) -> dict[str, Any]:
+    """The security options both client libraries take under the same names."""
+    opts: dict[str, Any] = {"bootstrap_servers": bootstrap_servers,
                             "security_protocol": s.kafka_security_protocol}
     ctx = ssl_context(s)
     if ctx is not None:
         opts["ssl_context"] = ctx
     opts.update(_sasl(s))
     return opts
+
+
+def aiokafka_options(s) -> dict[str, Any]:
+    """Options for aiokafka's consumer, producer and admin client (pass them through :func:`reveal`)."""
+    return _options(s, s.bootstrap_servers)
 
 
 def kafka_python_options(s) -> dict[str, Any]:
     """Options for kafka-python's producer, consumer and admin client (pass them through :func:`reveal`)."""
-    opts: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers.split(","),
-                            "security_protocol": s.kafka_security_protocol}
-    ctx = ssl_context(s)
-    if ctx is not None:
-        opts["ssl_context"] = ctx
-    opts.update(_sasl(s))
-    return opts
+    return _options(s, s.bootstrap_servers.split(","))
 
 
 def describe(s) -> str:

@@ -94,7 +94,8 @@ def _answers(port: int, timeout: float) -> bool:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
+    """True when something accepts TCP connections on the loopback ``port``."""
     try:
         with socket.create_connection((HOST, port), timeout=0.2):
             return True
@@ -194,7 +195,7 @@ class LocalBroker:
                 self._close_log()
                 raise BrokerError(f"Tansu exited with status {code} while starting on {self.bootstrap}.\n"
                                   f"Last lines of {self.log_path}:\n{self.log_tail()}")
-            if _listening(self.port) and _answers(self.port, timeout=1.0):
+            if listening(self.port) and _answers(self.port, timeout=1.0):
                 logger.info("Tansu ready on %s", self.bootstrap)
                 return
             time.sleep(0.05)
