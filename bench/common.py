@@ -38,7 +38,7 @@ MESSAGES_PER_HOUR = 229  # what `cdiwatch simulate` writes per simulated hour at
 
 __all__ = ["HERE", "REPO", "OUT", "LOGS", "PY", "SESSION_TIMEOUT_S", "KENT_RATE", "row", "verdict", "median",
            "pct", "rotations", "make_capture", "count_lines", "Children", "proc_cpu", "proc_mem",
-           "get_json", "get_timed", "same_audit", "audit_diff", "worker_env", "wait_ready", "wait_audit",
+           "get_json", "get_timed", "same_audit", "audit_diff", "AuditPoller", "worker_env", "wait_ready", "wait_audit",
            "Machine", "free_port", "worker_cmd"]
 
 
@@ -279,6 +279,49 @@ def same_audit(got, expected: dict) -> bool:
         if (v is None) != (g is None) or (v is not None and abs(g - v) > 1e-9):
             return False
     return True
+
+
+#: /audit poll intervals (s): while events are still arriving, then once they all have. Serving
+#: /audit folds every partition's audit parts (more with more days of state: ~10 ms after a
+#: simulated month), so fast polling would slow the worker it measures.
+POLL_SLOW, POLL_FAST = 0.5, 0.1
+
+
+class AuditPoller:
+    """Polls ``/audit`` until it equals ``expected``: slowly until the event counts match,
+    then fast; remembers when events matched, when incident counts matched, and how long
+    the worker took to answer (the measurement's own cost)."""
+
+    def __init__(self, url: str, expected: dict) -> None:
+        self.url, self.expected = url, expected
+        self.t_events = self.t_incidents = self.t_done = None
+        self.serving = 0.0  # seconds spent waiting for /audit answers
+        self.polls = 0
+        self.trace: list[tuple[float, list[str]]] = []
+        self.doc = None
+
+    def poll(self) -> bool:
+        """One request; True once equal. Sleep :meth:`interval` between calls."""
+        t0 = time.perf_counter()
+        _status, doc = get_json(self.url + "/audit", timeout=15)
+        self.serving += time.perf_counter() - t0
+        self.polls += 1
+        now = time.time()
+        self.doc = doc
+        exp = self.expected
+        self.trace.append((now, [k for k in exp if not isinstance(doc, dict) or doc.get(k) != exp[k]]))
+        if isinstance(doc, dict):
+            if self.t_events is None and doc.get("events") == exp["events"]:
+                self.t_events = now
+            if self.t_incidents is None and doc.get("incidents") == exp["incidents"]:
+                self.t_incidents = now
+            if same_audit(doc, exp):
+                self.t_done = now
+                return True
+        return False
+
+    def interval(self) -> float:
+        return POLL_FAST if self.t_events is not None else POLL_SLOW
 
 
 def audit_diff(got, expected: dict) -> str:

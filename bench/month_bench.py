@@ -21,7 +21,11 @@ How, on one broker of its own (the capture's envelopes name ``cc.incidents`` /
    its first input batch (after its recovery) until ``/audit`` equals the
    offline audit of the whole month: **end rate**.
 
-Offline audits are ``cdiwatch audit PARTS... --json`` subprocesses. Why not
+``/audit`` is polled every 0.5 s, every 0.1 s once the event counts match: it
+costs the worker ~10 ms a call with a month of state (it folds every
+partition's parts), so polling it at 10 Hz throughout took 13% of the worker's
+thread in the last tenth. Offline audits are ``cdiwatch audit PARTS... --json``
+subprocesses. Why not
 sample ``cdi_events_total`` while one worker runs through the whole month:
 that counter moves at the first stage; with the capture pre-loaded the first
 stage runs ahead of the incident and crime stages early on and the backlog is
@@ -36,14 +40,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import (KENT_RATE, LOGS, OUT, PY, REPO, Children, Machine, audit_diff, count_lines, free_port,
-                    get_json, get_text, load_note, make_capture, median, proc_cpu, proc_mem, row, same_audit,
-                    verdict, wait_ready, worker_cmd, worker_env)
+from common import (KENT_RATE, LOGS, OUT, PY, REPO, AuditPoller, Children, Machine, audit_diff, count_lines,
+                    free_port, get_text, load_note, make_capture, median, proc_cpu, proc_mem, row, verdict,
+                    wait_ready, worker_cmd, worker_env)
 
 BENCH = "month"
 GOAL = 0.8
@@ -79,8 +84,10 @@ def recovery_seconds(url: str) -> float:
                 float("nan"))
 
 
-def phase(children: Children, broker, app_id: str, start_no: int, expected: dict, messages: int) -> dict:
-    """Start the app's worker; first input batch -> /audit == expected; stop it gracefully."""
+def phase(children: Children, broker, app_id: str, start_no: int, expected: dict, messages: int,
+          profile: Path | None = None) -> dict:
+    """Start the app's worker; first input batch -> /audit == expected; stop it gracefully.
+    ``profile``: py-spy records the worker from /readyz 200 to convergence into that file."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     first_file = OUT / f"{app_id}-first-batch"
@@ -92,18 +99,21 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
                           worker_env(CDI_APP_ID=app_id, BENCH_FIRST_BATCH=str(first_file)))
     t_spawn = time.time()
     t_ready = wait_ready(children, proc, url, timeout=300, interval=0.05)
+    spy = None
+    if profile is not None:
+        spy = children.start(f"{name}-py-spy", [str(Path(PY).with_name("py-spy")), "record", "-f", "raw", "--threads",
+                                                "--idle", "-r", "100", "-o", str(profile), "--pid", str(proc.pid)])
     deadline = time.monotonic() + max(300.0, messages / 1000)
-    doc = None
-    while True:
-        _status, doc = get_json(url + "/audit", timeout=15)
-        if same_audit(doc, expected):
-            t_done = time.time()
-            break
+    poller = AuditPoller(url, expected)
+    while not poller.poll():
         children.check(proc, f"{app_id} converging")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{app_id}: /audit never equalled the offline audit: {audit_diff(doc, expected)}\n"
-                               f"{children.tail(proc)}")
-        time.sleep(0.1)
+            raise RuntimeError(f"{app_id}: /audit never equalled the offline audit: "
+                               f"{audit_diff(poller.doc, expected)}\n{children.tail(proc)}")
+        time.sleep(poller.interval())
+    t_done = poller.t_done
+    if spy is not None:
+        children.stop(spy, timeout=30, sig=signal.SIGINT)  # py-spy writes its file on SIGINT
     recovery = recovery_seconds(url)
     mem = proc_mem(proc.pid)
     others = machine.others(proc_cpu(proc.pid) + proc_cpu(broker._proc.pid) - broker_cpu0)  # noqa: SLF001
@@ -114,7 +124,7 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
     elapsed = t_done - t_first
     return {"rate": messages / elapsed, "elapsed": elapsed, "ready": t_ready - t_spawn, "recovery": recovery,
             "peak_mib": mem.get("VmHWM", float("nan")) / 1024, "rss_mib": mem.get("VmRSS", float("nan")) / 1024,
-            "others": others}
+            "others": others, "serving": poller.serving, "polls": poller.polls}
 
 
 def run(opts: argparse.Namespace) -> list[dict]:
@@ -147,7 +157,9 @@ def run(opts: argparse.Namespace) -> list[dict]:
                 replays.append(sizes[i] / report.elapsed)
                 for app_id in apps:
                     print(f"month: {key}: {app_id} ...", file=sys.stderr, flush=True)
-                    got[key].append(phase(children, broker, app_id, i, expected, sizes[i]))
+                    spy = OUT / f"month-{key}.folded" if opts.month_profile and key != "middle" and app_id == apps[0] \
+                        else None
+                    got[key].append(phase(children, broker, app_id, i, expected, sizes[i], spy))
                     r = got[key][-1]
                     print(f"month:   {r['rate']:,.0f} msgs/s in {r['elapsed']:.1f} s (recovery {r['recovery']:.1f} s, "
                           f"others {r['others']:.2f} cores)", file=sys.stderr, flush=True)
@@ -162,6 +174,12 @@ def run(opts: argparse.Namespace) -> list[dict]:
     s = sorted(got["start"], key=lambda r: r["rate"])[len(got["start"]) // 2]
     med = f"median of {runs} workers" if runs > 1 else "1 worker"
     open_end = audits[2]["incidents"]["overdue"] + audits[2]["incidents"]["pending"]
+    profiles = []
+    if opts.month_profile:
+        from profile_summary import summarize
+
+        profiles = [row(BENCH, f"profile, {k} tenth", "", "", summarize(OUT / f"month-{k}.folded"))
+                    for k in ("start", "end")]
     return [
         row(BENCH, "capture", f"{total:,}", "messages",
             f"{path.relative_to(REPO)}; {opts.month_hours:g} simulated hours at {rate:.1f} incidents/h (4x Kent); "
@@ -171,18 +189,22 @@ def run(opts: argparse.Namespace) -> list[dict]:
             f"peak RSS {s['peak_mib']:,.0f} MiB"),
         row(BENCH, "last tenth (a month of state)", f"{end:,.0f}", "msgs/s",
             f"{med}; restarted worker (recovery {e['recovery']:.1f} s, not timed), first input batch -> /audit == "
-            f"offline audit of the month {e['elapsed']:.1f} s; peak RSS {e['peak_mib']:,.0f} MiB; "
+            f"offline audit of the month {e['elapsed']:.1f} s ({e['polls']} /audit polls answered in "
+            f"{e['serving']:.2f} s); peak RSS {e['peak_mib']:,.0f} MiB; "
             f"middle eight tenths {mid:,.0f} msgs/s"),
         row(BENCH, "end / start", f"{ratio:.2f}", "",
             f"{verdict(ratio, GOAL, text='0.80 (end within 20% of the start)')}; {open_end:,} open at the end; "
             f"{load_note([r['others'] for rs in got.values() for r in rs])}"),
-    ]
+    ] + profiles
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--month-hours", type=float, default=720, help="simulated hours (default 720: a month)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--runs", type=int, default=3, help="rounds of each measurement; medians shown (default 3)")
+    p.add_argument("--month-profile", action="store_true",
+                   help="py-spy record the first worker's first and last tenth (bench/out/month-*.folded; "
+                        "pip install py-spy; slows those runs a little)")
 
 
 if __name__ == "__main__":

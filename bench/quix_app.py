@@ -19,7 +19,8 @@ RocksDB written). Every checkpoint commit's start and end is recorded too.
 Configured by environment: ``QUIX_BOOTSTRAP`` (host:port), ``QUIX_GROUP``,
 ``QUIX_TOPICS`` (comma-separated), ``QUIX_STATE_DIR``, ``QUIX_COUNT`` (stop
 after this many messages), ``QUIX_RESULT`` (JSON file written at the end),
-``QUIX_SESSION_TIMEOUT_MS``.
+``QUIX_SESSION_TIMEOUT_MS``; ``QUIX_COUNT=0`` runs until no message came for
+``QUIX_IDLE`` seconds (``bench/quix_check.py`` uses that for its recovery check).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ BOOTSTRAP = os.environ["QUIX_BOOTSTRAP"]
 GROUP = os.environ.get("QUIX_GROUP", "bench-quix")
 TOPICS = [t for t in os.environ.get("QUIX_TOPICS", "cc.incidents,rms.crimes").split(",") if t]
 STATE_DIR = os.environ.get("QUIX_STATE_DIR", "bench/out/quix-state")
-COUNT = int(os.environ["QUIX_COUNT"])
+COUNT = int(os.environ["QUIX_COUNT"])  # 0: run until idle for QUIX_IDLE seconds instead
+IDLE = float(os.environ.get("QUIX_IDLE", "8"))
 RESULT = os.environ.get("QUIX_RESULT", "quix-result.json")
 SESSION_MS = int(os.environ.get("QUIX_SESSION_TIMEOUT_MS", "4000"))
 
@@ -90,7 +92,10 @@ def main() -> int:
 
     context.commit_checkpoint = commit_checkpoint
     t_start = time.time()
-    app.run(count=COUNT, timeout=0)
+    if COUNT:
+        app.run(count=COUNT, timeout=0)
+    else:
+        app.run(timeout=IDLE)
     t_exit = time.time()
     after_last = [c for c in commits if progress["last"] is not None and c[0] >= progress["last"]]
     doc = {**progress, "start": t_start, "exit": t_exit, "commits": commits,

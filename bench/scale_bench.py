@@ -109,7 +109,7 @@ class Scenario:
         if not report.ok or report.total_sent != info["messages"]:
             raise RuntimeError(f"replay delivered {report.total_sent} of {info['messages']}:\n{report.render()}")
         t_audit, audit = wait_audit(self.children, self.proc, self.url,
-                                    lambda d: d["incidents"]["overdue"] == overdue and d["incidents"]["pending"] == open_,
+                                    lambda d: (d["incidents"]["overdue"], d["incidents"]["pending"]) == (overdue, open_),
                                     f"{self.n:,} open incidents in /audit", timeout=600)
         t_board = self._wait_board(overdue)
         time.sleep(2.0)
