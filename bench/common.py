@@ -37,9 +37,9 @@ KENT_RATE = 2500 / 24  # incidents per hour, the simulator's default
 MESSAGES_PER_HOUR = 229  # what `cdiwatch simulate` writes per simulated hour at the default rate
 
 __all__ = ["HERE", "REPO", "OUT", "LOGS", "PY", "SESSION_TIMEOUT_S", "KENT_RATE", "row", "verdict", "median",
-           "pct", "rotations", "make_capture", "count_lines", "Children", "proc_cpu", "proc_mem",
-           "get_json", "get_timed", "same_audit", "audit_diff", "AuditPoller", "worker_env", "wait_ready", "wait_audit",
-           "Machine", "free_port", "worker_cmd"]
+           "pct", "rotations", "make_capture", "count_lines", "Children", "proc_cpu", "proc_mem", "Machine",
+           "load_note", "get_json", "get_timed", "get_text", "same_audit", "audit_diff", "AuditPoller",
+           "read_probe", "free_port", "worker_env", "worker_cmd", "wait_ready", "wait_audit"]
 
 
 # ------------------------------------------------------------------ table rows
@@ -281,29 +281,64 @@ def same_audit(got, expected: dict) -> bool:
     return True
 
 
-#: /audit poll intervals (s): while events are still arriving, then once they all have. Serving
-#: /audit folds every partition's audit parts (more with more days of state: ~10 ms after a
-#: simulated month), so fast polling would slow the worker it measures.
-POLL_SLOW, POLL_FAST = 0.5, 0.1
+def read_probe(path: Path) -> dict:
+    """What bench/worker_probe.py wrote: ``first`` (first input batch) and ``ends`` (batch ends)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"first": None, "ends": [], "batches": 0}
 
 
 class AuditPoller:
-    """Polls ``/audit`` until it equals ``expected``: slowly until the event counts match,
-    then fast; remembers when events matched, when incident counts matched, and how long
-    the worker took to answer (the measurement's own cost)."""
+    """Finds when a worker has done all the work a capture asks for, disturbing it as little as possible.
 
-    def __init__(self, url: str, expected: dict) -> None:
-        self.url, self.expected = url, expected
-        self.t_events = self.t_incidents = self.t_done = None
+    Serving ``/audit`` folds every partition's audit parts: the more days of
+    state, the longer (~0.1-0.2 s after a simulated month, during which the
+    worker's one thread does nothing else), so polling it often would slow down
+    the worker it times. So: first the worker's consumer group is watched on the
+    broker (its committed offsets on the input topics, every 50 ms: no work for
+    the worker) until every input message is consumed and committed; then
+    ``/audit`` is polled every 0.25 s until it equals ``expected``. The end of
+    the work is then the end of the last batch the worker processed before
+    that answer (``$BENCH_PROBE`` of bench/worker_probe.py): exact, whatever the
+    poll interval. Also kept: when the inputs were committed, when the event and
+    incident counts matched (to 0.25 s), and how long ``/audit`` took to answer.
+    """
+
+    INTERVAL_INPUTS, INTERVAL_AUDIT = 0.05, 0.25
+
+    def __init__(self, url: str, expected: dict, bootstrap: str, group: str, topics: list[str],
+                 input_messages: int, probe: Path) -> None:
+        self.url, self.expected, self.probe = url, expected, probe
+        self.bootstrap, self.group, self.topics, self.inputs = bootstrap, group, topics, input_messages
+        self.t_inputs = self.t_events = self.t_incidents = self.t_seen = self.t_done = None
         self.serving = 0.0  # seconds spent waiting for /audit answers
         self.polls = 0
         self.trace: list[tuple[float, list[str]]] = []
         self.doc = None
+        self._admin = None
+
+    def committed(self) -> int:
+        """Input messages the group has committed (offsets are contiguous: fresh topics, no transactions)."""
+        from kafka.admin import KafkaAdminClient
+
+        if self._admin is None:
+            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench-progress",
+                                           request_timeout_ms=5000)
+        got = self._admin.list_group_offsets({self.group: None}).get(self.group, {})
+        return sum(o.offset for tp, o in got.items() if tp.topic in self.topics and o.offset > 0)
 
     def poll(self) -> bool:
-        """One request; True once equal. Sleep :meth:`interval` between calls."""
+        """One look; True once ``/audit`` equals the expectation. Sleep :meth:`interval` between calls."""
+        if self.t_inputs is None:
+            try:
+                if self.committed() < self.inputs:
+                    return False
+            except Exception:  # noqa: BLE001 - no group yet, or a broker hiccup: look again
+                return False
+            self.t_inputs = time.time()
         t0 = time.perf_counter()
-        _status, doc = get_json(self.url + "/audit", timeout=15)
+        _status, doc = get_json(self.url + "/audit", timeout=30)
         self.serving += time.perf_counter() - t0
         self.polls += 1
         now = time.time()
@@ -316,12 +351,19 @@ class AuditPoller:
             if self.t_incidents is None and doc.get("incidents") == exp["incidents"]:
                 self.t_incidents = now
             if same_audit(doc, exp):
-                self.t_done = now
+                self.t_seen = now
+                ends = [t for t in read_probe(self.probe)["ends"] if t <= now]
+                self.t_done = max(ends) if ends else now
                 return True
         return False
 
     def interval(self) -> float:
-        return POLL_FAST if self.t_events is not None else POLL_SLOW
+        return self.INTERVAL_INPUTS if self.t_inputs is None else self.INTERVAL_AUDIT
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
 
 def audit_diff(got, expected: dict) -> str:
@@ -351,9 +393,9 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def worker_cmd(broker_url: str, port: int, data_dir: Path, fetch_cap_ms: int | None = None) -> list[str]:
-    """``cdiwatch worker`` through bench/worker_probe.py: the same process, plus the
-    wall time of the first input batch written to ``$BENCH_FIRST_BATCH`` (and an
-    optional fetch-wait cap, a what-if). See that file."""
+    """``cdiwatch worker`` through bench/worker_probe.py: the same process, plus batch
+    times written to ``$BENCH_PROBE`` (and an optional fetch-wait cap, a what-if).
+    See that file."""
     import shutil
 
     shutil.rmtree(data_dir, ignore_errors=True)

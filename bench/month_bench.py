@@ -21,10 +21,11 @@ How, on one broker of its own (the capture's envelopes name ``cc.incidents`` /
    its first input batch (after its recovery) until ``/audit`` equals the
    offline audit of the whole month: **end rate**.
 
-``/audit`` is polled every 0.5 s, every 0.1 s once the event counts match: it
-costs the worker ~10 ms a call with a month of state (it folds every
-partition's parts), so polling it at 10 Hz throughout took 13% of the worker's
-thread in the last tenth. Offline audits are ``cdiwatch audit PARTS... --json``
+Convergence is watched by ``common.AuditPoller``: the group's committed input
+offsets on the broker until every input message is in, then ``/audit`` every
+50 ms (with a month of state one ``/audit`` folds a lot of audit parts: polling
+it at 10 Hz throughout took 13% of the worker's thread in the last tenth).
+Offline audits are ``cdiwatch audit PARTS... --json``
 subprocesses. Why not
 sample ``cdi_events_total`` while one worker runs through the whole month:
 that counter moves at the first stage; with the capture pre-loaded the first
@@ -46,8 +47,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import (KENT_RATE, LOGS, OUT, PY, REPO, AuditPoller, Children, Machine, audit_diff, count_lines,
-                    free_port, get_text, load_note, make_capture, median, proc_cpu, proc_mem, row, verdict,
+from common import (KENT_RATE, LOGS, OUT, PY, REPO, audit_diff, AuditPoller, Children, count_lines, free_port,
+                    get_text, load_note, Machine, make_capture, median, proc_cpu, proc_mem, read_probe, row, verdict,
                     wait_ready, worker_cmd, worker_env)
 
 BENCH = "month"
@@ -85,18 +86,18 @@ def recovery_seconds(url: str) -> float:
 
 
 def phase(children: Children, broker, app_id: str, start_no: int, expected: dict, messages: int,
-          profile: Path | None = None) -> dict:
+          inputs: int, profile: Path | None = None) -> dict:
     """Start the app's worker; first input batch -> /audit == expected; stop it gracefully.
     ``profile``: py-spy records the worker from /readyz 200 to convergence into that file."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    first_file = OUT / f"{app_id}-first-batch"
-    first_file.unlink(missing_ok=True)
+    probe = OUT / f"{app_id}-probe.json"
+    probe.unlink(missing_ok=True)
     machine = Machine()
     broker_cpu0 = proc_cpu(broker._proc.pid)  # noqa: SLF001 - read-only
     name = f"{app_id}-{start_no}"
     proc = children.start(name, worker_cmd(broker.url, port, OUT / "state" / name),
-                          worker_env(CDI_APP_ID=app_id, BENCH_FIRST_BATCH=str(first_file)))
+                          worker_env(CDI_APP_ID=app_id, BENCH_PROBE=str(probe)))
     t_spawn = time.time()
     t_ready = wait_ready(children, proc, url, timeout=300, interval=0.05)
     spy = None
@@ -104,13 +105,15 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
         spy = children.start(f"{name}-py-spy", [str(Path(PY).with_name("py-spy")), "record", "-f", "raw", "--threads",
                                                 "--idle", "-r", "100", "-o", str(profile), "--pid", str(proc.pid)])
     deadline = time.monotonic() + max(300.0, messages / 1000)
-    poller = AuditPoller(url, expected)
+    poller = AuditPoller(url, expected, broker.bootstrap, f"{app_id}-workers", ["cc.incidents", "rms.crimes"],
+                         inputs, probe)
     while not poller.poll():
         children.check(proc, f"{app_id} converging")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{app_id}: /audit never equalled the offline audit: "
                                f"{audit_diff(poller.doc, expected)}\n{children.tail(proc)}")
         time.sleep(poller.interval())
+    poller.close()
     t_done = poller.t_done
     if spy is not None:
         children.stop(spy, timeout=30, sig=signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -120,11 +123,12 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
     code = children.stop(proc, timeout=60)
     if code not in (0, -15):
         raise RuntimeError(f"{name} exited {code} on SIGTERM\n{children.tail(proc)}")
-    t_first = float(first_file.read_text())
+    t_first = read_probe(probe)["first"]
     elapsed = t_done - t_first
     return {"rate": messages / elapsed, "elapsed": elapsed, "ready": t_ready - t_spawn, "recovery": recovery,
             "peak_mib": mem.get("VmHWM", float("nan")) / 1024, "rss_mib": mem.get("VmRSS", float("nan")) / 1024,
-            "others": others, "serving": poller.serving, "polls": poller.polls}
+            "others": others, "serving": poller.serving, "polls": poller.polls, "seen": poller.t_seen - t_first,
+            "inputs": poller.t_inputs - t_first}
 
 
 def run(opts: argparse.Namespace) -> list[dict]:
@@ -159,7 +163,7 @@ def run(opts: argparse.Namespace) -> list[dict]:
                     print(f"month: {key}: {app_id} ...", file=sys.stderr, flush=True)
                     spy = OUT / f"month-{key}.folded" if opts.month_profile and key != "middle" and app_id == apps[0] \
                         else None
-                    got[key].append(phase(children, broker, app_id, i, expected, sizes[i], spy))
+                    got[key].append(phase(children, broker, app_id, i, expected, sizes[i], sum(sizes[:i + 1]), spy))
                     r = got[key][-1]
                     print(f"month:   {r['rate']:,.0f} msgs/s in {r['elapsed']:.1f} s (recovery {r['recovery']:.1f} s, "
                           f"others {r['others']:.2f} cores)", file=sys.stderr, flush=True)
@@ -185,12 +189,14 @@ def run(opts: argparse.Namespace) -> list[dict]:
             f"{path.relative_to(REPO)}; {opts.month_hours:g} simulated hours at {rate:.1f} incidents/h (4x Kent); "
             f"tenths of {sizes[0]:,} messages; replayed at {median(replays):,.0f} msgs/s before each phase"),
         row(BENCH, "first tenth (empty state)", f"{start:,.0f}", "msgs/s",
-            f"{med}; first input batch -> /audit == offline audit of the first tenth {s['elapsed']:.1f} s; "
+            f"{med}; first input batch -> /audit == offline audit of the first tenth {s['elapsed']:.2f} s "
+            f"(seen at {s['seen']:.2f} s); "
             f"peak RSS {s['peak_mib']:,.0f} MiB"),
         row(BENCH, "last tenth (a month of state)", f"{end:,.0f}", "msgs/s",
             f"{med}; restarted worker (recovery {e['recovery']:.1f} s, not timed), first input batch -> /audit == "
-            f"offline audit of the month {e['elapsed']:.1f} s ({e['polls']} /audit polls answered in "
-            f"{e['serving']:.2f} s); peak RSS {e['peak_mib']:,.0f} MiB; "
+            f"offline audit of the month {e['elapsed']:.2f} s (the end of the last batch before /audit was seen "
+            f"equal at {e['seen']:.2f} s; inputs committed at {e['inputs']:.2f} s; {e['polls']} /audit polls answered "
+            f"in {e['serving']:.2f} s); peak RSS {e['peak_mib']:,.0f} MiB; "
             f"middle eight tenths {mid:,.0f} msgs/s"),
         row(BENCH, "end / start", f"{ratio:.2f}", "",
             f"{verdict(ratio, GOAL, text='0.80 (end within 20% of the start)')}; {open_end:,} open at the end; "

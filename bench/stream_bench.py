@@ -9,10 +9,11 @@ reading the same topics from the start:
 
 * **cdiwatch** -- one ``cdiwatch worker`` (through ``bench/worker_probe.py``,
   which only records when the first input batch reached the runner); from
-  that first consumed message until ``/audit`` (polled every 0.5 s, every
-  0.1 s once the event counts match) *equals
+  that first consumed message until ``/audit`` *equals
   the offline audit* of the same capture as data: every stage, every crime ->
-  incident link and seen-notice round trip, every changelog transaction;
+  incident link and seen-notice round trip, every changelog transaction
+  (``common.AuditPoller``: the group's committed input offsets are watched on
+  the broker, then ``/audit`` is polled every 50 ms);
 * **quixstreams** -- ``bench/quix_app.py``: raw bytes, orjson parse, per-key
   count + last event in RocksDB with changelogs; first message -> the end of
   its final checkpoint commit (also reported without it);
@@ -36,9 +37,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import (LOGS, OUT, PY, REPO, AuditPoller, Children, Machine, audit_diff, count_lines, free_port,
-                    load_note, make_capture, median, proc_cpu, proc_mem, rotations, row, verdict, wait_ready,
-                    worker_cmd, worker_env)
+from common import (LOGS, OUT, PY, REPO, audit_diff, AuditPoller, Children, count_lines, free_port, load_note,
+                    Machine, make_capture, median, proc_cpu, proc_mem, read_probe, rotations, row, verdict,
+                    wait_ready, worker_cmd, worker_env)
 from stream_peers import PARTITIONS, run_faust, run_quix, run_raw
 
 BENCH = "stream"
@@ -69,14 +70,14 @@ def run_worker_e2e(children: Children, broker, total: int, expected: dict, app_i
     """One worker from an empty state over pre-loaded topics: first input batch -> /audit == expected."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    first_file = OUT / f"{app_id}-first-batch"
-    first_file.unlink(missing_ok=True)
+    probe = OUT / f"{app_id}-probe.json"
+    probe.unlink(missing_ok=True)
     broker_pid = broker._proc.pid  # noqa: SLF001 - read-only, for its CPU seconds
     machine = Machine()
     broker_cpu0 = proc_cpu(broker_pid)
     t_spawn = time.time()
     proc = children.start(app_id, worker_cmd(broker.url, port, OUT / "state" / app_id),
-                          worker_env(CDI_APP_ID=app_id, BENCH_FIRST_BATCH=str(first_file)))
+                          worker_env(CDI_APP_ID=app_id, BENCH_PROBE=str(probe)))
     samples: list[tuple[float, float]] = []  # (wall time, worker CPU s)
     t_ready = wait_ready(children, proc, url, timeout=120, interval=0.05)
     spy = None
@@ -84,7 +85,8 @@ def run_worker_e2e(children: Children, broker, total: int, expected: dict, app_i
         spy = children.start(f"{app_id}-py-spy", [str(Path(PY).with_name("py-spy")), "record", "-f", "raw",
                                                    "--threads", "--idle", "-r", "100", "-o",
                                                    str(OUT / "stream-worker.folded"), "--pid", str(proc.pid)])
-    poller = AuditPoller(url, expected)
+    poller = AuditPoller(url, expected, broker.bootstrap, f"{app_id}-workers", ["cc.incidents", "rms.crimes"], total,
+                         probe)
     deadline = time.monotonic() + max(180.0, total / 500)
     while True:
         done = poller.poll()
@@ -95,6 +97,7 @@ def run_worker_e2e(children: Children, broker, total: int, expected: dict, app_i
         if time.monotonic() > deadline:
             raise RuntimeError(f"/audit did not converge: {audit_diff(poller.doc, expected)}\n{children.tail(proc)}")
         time.sleep(poller.interval())
+    poller.close()
     cpu_done = proc_cpu(proc.pid)
     mem = proc_mem(proc.pid)
     broker_cpu = proc_cpu(broker_pid) - broker_cpu0
@@ -102,10 +105,9 @@ def run_worker_e2e(children: Children, broker, total: int, expected: dict, app_i
     if spy is not None:
         children.stop(spy, timeout=30, sig=signal.SIGINT)  # py-spy writes its file on SIGINT
     children.stop(proc)
-    try:
-        t_first = float(first_file.read_text())
-    except (OSError, ValueError):
-        raise RuntimeError(f"the worker did not record its first batch ({first_file})") from None
+    t_first = read_probe(probe)["first"]
+    if t_first is None:
+        raise RuntimeError(f"the worker did not record its first batch ({probe})")
     t_done = poller.t_done
     elapsed = t_done - t_first
 
@@ -113,11 +115,13 @@ def run_worker_e2e(children: Children, broker, total: int, expected: dict, app_i
         return next((cpu for ts, cpu in reversed(samples) if ts <= t), samples[0][1])
 
     t_applied = poller.t_events or t_done
+    t_inputs = poller.t_inputs or t_done
     start = max(t_first, samples[0][0])
     (OUT / f"{app_id}-trace.json").write_text(json.dumps(
         [{"t": round(t - t_first, 2), "differs": d} for t, d in poller.trace], indent=0))
     return {"rate": total / elapsed, "elapsed": elapsed, "startup": t_first - t_spawn,
-            "ready_after_first": t_ready - t_first, "applied": t_applied - t_first,
+            "ready_after_first": t_ready - t_first, "applied": t_applied - t_first, "inputs": t_inputs - t_first,
+            "seen": poller.t_seen - t_first,
             "incidents_ok": (poller.t_incidents or t_done) - t_first,
             "serving": poller.serving, "polls": poller.polls, "cpu": cpu_done - cpu_at(start),
             "cpu_window": t_done - start,
@@ -213,11 +217,11 @@ def _rows(results: dict, runs: int, lines: int, opts) -> list[dict]:
         quix_ratio = row(BENCH, "ratio cdiwatch / quixstreams", "", "x", f"goal >= 1.5x: not measured ({missing})")
     rows = [
         row(BENCH, "cdiwatch worker end to end", f"{c_rate:,.0f}", "msgs/s",
-            f"{med}; 1 worker; first input batch -> /audit == offline audit {w['elapsed']:.2f} s (events all "
-            f"applied at {w['applied']:.2f} s, incident counts right at {w['incidents_ok']:.2f} s); "
-            f"/readyz 200 {w['ready_after_first']:+.2f} s from the first batch; spawn -> first batch "
-            f"{w['startup']:.1f} s; "
-            f"{w['polls']} /audit polls answered in {w['serving']:.2f} s in all"),
+            f"{med}; 1 worker; first input batch -> end of the last batch before /audit equalled the offline "
+            f"audit {w['elapsed']:.2f} s (inputs all consumed and committed at {w['inputs']:.2f} s; /audit seen equal "
+            f"at {w['seen']:.2f} s, polled every 0.25 s from then, {w['polls']} polls answered in {w['serving']:.2f} s "
+            f"in all); /readyz 200 {w['ready_after_first']:+.2f} s from the first batch; spawn -> first batch "
+            f"{w['startup']:.1f} s"),
         row(BENCH, "cdiwatch worker CPU / peak RSS", f"{w['cpu'] / w['cpu_window']:.2f}", "cores",
             f"{w['cpu']:.1f} s CPU in {w['cpu_window']:.1f} s up to /audit == offline; peak RSS "
             f"{w['peak_mib']:,.0f} MiB (VmHWM); Tansu "

@@ -1,47 +1,57 @@
 """``python bench/worker_probe.py [--fetch-cap-ms MS] worker ...``: ``cdiwatch worker``
 in this process, with two benchmark-only additions from outside the product:
 
-* the wall-clock time (``time.time()``) at which the worker's first batch holding
-  input records reached ``Runner.process`` (right after the consumer's ``getmany``
-  returned it) is written to the file named by ``$BENCH_FIRST_BATCH``: the
-  "first message consumed" of the end-to-end throughput. (The earliest broker
-  timestamp on the op topics would be later by the first batch's processing.)
+* with ``$BENCH_PROBE`` set to a file name, the runner's batches are timed
+  (``time.time()``): ``first``, when the first batch holding input records
+  reached ``Runner.process`` (right after the consumer's ``getmany`` returned
+  it): the "first message consumed" of the throughput benchmarks; ``ends``,
+  when each of the last 256 batches holding records had been processed,
+  published, checkpointed and committed. The file (JSON, replaced atomically)
+  is rewritten after every such batch (tens of microseconds, a few dozen
+  times a second). The benchmarks take the end of the work from it, so that
+  they need not poll ``/audit`` often (see ``common.AuditPoller``);
 * ``--fetch-cap-ms MS`` (a what-if, off by default): every aiokafka consumer's
   ``fetch_max_wait_ms`` capped at MS. Tansu does not wake a waiting fetch when
   records arrive (it looks again at half the wait and at its end); Apache Kafka
-  answers as soon as data is there. The product already uses 50 ms for its
-  consumer and 100 ms for the views reader.
+  answers as soon as data is there. The product uses 50 ms for its consumer and
+  100 ms for the views reader.
 
 Nothing else changes: same code, same settings, same process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _record_first_batch(path: str) -> None:
+def _probe_batches(path: str) -> None:
     from pipeline.stream import runner
 
     original = runner.Runner.process
-    state = {"done": False}
+    state = {"first": None, "ends": deque(maxlen=256), "batches": 0}
+    tmp = path + ".tmp"
 
     async def process(self, batch):
-        if not state["done"]:
-            now = time.time()
+        if not any(batch.values()):
+            return await original(self, batch)
+        if state["first"] is None:
             inputs = self.plan.inputs
             if any(records and tp.topic in inputs for tp, records in batch.items()):
-                state["done"] = True
-                tmp = path + ".tmp"
-                with open(tmp, "w") as fh:
-                    fh.write(repr(now))
-                os.replace(tmp, path)
-        return await original(self, batch)
+                state["first"] = time.time()
+        result = await original(self, batch)
+        state["ends"].append(time.time())
+        state["batches"] += 1
+        with open(tmp, "w") as fh:
+            json.dump({"first": state["first"], "ends": list(state["ends"]), "batches": state["batches"]}, fh)
+        os.replace(tmp, path)
+        return result
 
     runner.Runner.process = process
 
@@ -62,9 +72,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--fetch-cap-ms"]:
         _cap_fetch_wait(int(argv[1]))
         argv = argv[2:]
-    first = os.environ.get("BENCH_FIRST_BATCH")
-    if first:
-        _record_first_batch(first)
+    probe = os.environ.get("BENCH_PROBE")
+    if probe:
+        _probe_batches(probe)
     from pipeline.commands.cli import main as cli_main
 
     return cli_main(argv)
