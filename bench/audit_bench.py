@@ -5,9 +5,11 @@ Issue 13, items 3 and 5: on a simulated capture of about 300,000 messages,
 spawn to exit, its JSON written to a file) must reach at least a third of
 the rate of the floor, a fresh interpreter that only parses every line with
 orjson (envelope, then payload), timed the same way (spawn to exit). The bar
-below which it is a regression: a quarter. Its peak RSS (``ru_maxrss`` of the
-child, from ``wait4``, as ``/usr/bin/time -v`` reports it) must stay under
-150 MiB.
+below which it is a regression: a quarter. Its peak RSS must stay under
+150 MiB: the larger of ``ru_maxrss`` of the child (from ``wait4``, as
+``/usr/bin/time -v`` reports it; for a command that starts processes of its
+own, the largest of them) and the RSS summed over the command's process tree,
+sampled every 50 ms from ``/proc/<pid>/smaps_rollup`` (PSS in the note).
 
 Three measurements per round, rotated round by round (parse, cli, loop;
 cli, loop, parse; ...), medians of ``--runs``:
@@ -32,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import OUT, PY, REPO, Machine, count_lines, load_note, make_capture, median, rotations, row, verdict
+from common import (OUT, PY, REPO, Machine, TreeSampler, count_lines, load_note, make_capture, median, rotations, row,
+                    verdict)
 
 BENCH = "audit"
 GOAL = 1 / 3
@@ -80,17 +83,22 @@ def _env() -> dict:
 
 
 def _spawn(cmd: list[str], stdout) -> dict:
-    """Run ``cmd``; wall seconds spawn -> exit, and the child's rusage (``wait4``)."""
+    """Run ``cmd``; wall seconds spawn -> exit, the child's rusage (``wait4``: its own and its
+    reaped children's CPU; the larger of their peak RSS), and the peak RSS / PSS summed over
+    it and any processes it starts (sampled every 50 ms)."""
     machine = Machine()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=stdout, stderr=subprocess.PIPE)
+    sampler = TreeSampler(proc.pid)
     _pid, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = proc.stderr.read().decode("utf-8", "replace")
     proc.stderr.close()
     cpu = usage.ru_utime + usage.ru_stime
     return {"wall": wall, "rc": proc.returncode, "stderr": stderr, "cpu": cpu, "maxrss_kb": usage.ru_maxrss,
+            "tree_rss_kb": sampler.peak_rss, "tree_pss_kb": sampler.peak_pss, "procs": sampler.max_procs,
             "others": machine.others(cpu)}
 
 
@@ -142,7 +150,9 @@ def run(opts: argparse.Namespace) -> list[dict]:
     ratio_of_medians = cli_rate / parse_rate
     parse_loop_rate = median(lines / r["loop_seconds"] for r in parse)
     loop_rate = median(lines / r["loop_seconds"] for r in loop)
-    peak = median(r["maxrss_kb"] for r in cli) / 1024
+    # the larger of ru_maxrss (exact, per process) and the sampled sum over the process tree
+    peak = median(max(r["maxrss_kb"], r["tree_rss_kb"]) for r in cli) / 1024
+    procs = max(r["procs"] for r in cli)
     cli_wall = median(r["wall"] for r in cli)
     loop_s = median(r["loop_seconds"] for r in loop)
     startup = cli_wall - loop_s
@@ -164,9 +174,12 @@ def run(opts: argparse.Namespace) -> list[dict]:
             f"{verdict(ratio, GOAL, text='0.33')} (bar {BAR:.2f}: {'above' if ratio >= BAR else 'BELOW'}); "
             f"median of the per-round ratios (ratio of medians {ratio_of_medians:.3f}); {met}"),
         row(BENCH, "audit peak RSS", f"{peak:,.0f}", "MiB",
-            f"{verdict(peak, RSS_GOAL_MIB, higher_is_better=False, text=f'{RSS_GOAL_MIB} MiB')}; ru_maxrss of the "
-            f"cdiwatch process (wait4, as /usr/bin/time -v); {median(r['rss_imports_kb'] for r in loop) / 1024:.0f} "
-            f"MiB after imports; {open_now:,} incidents open at the end of the capture"),
+            f"{verdict(peak, RSS_GOAL_MIB, higher_is_better=False, text=f'{RSS_GOAL_MIB} MiB')}; the larger of "
+            f"ru_maxrss (wait4, as /usr/bin/time -v: {median(r['maxrss_kb'] for r in cli) / 1024:.0f} MiB) and the "
+            f"peak RSS summed over the {procs} process(es) of the command, sampled every 50 ms "
+            f"({median(r['tree_rss_kb'] for r in cli) / 1024:.0f} MiB; PSS "
+            f"{median(r['tree_pss_kb'] for r in cli) / 1024:.0f} MiB); {median(r['rss_imports_kb'] for r in loop) / 1024:.0f} MiB after imports; {open_now:,} incidents "
+            f"open at the end of the capture"),
         row(BENCH, "audit_files loop alone", f"{loop_rate:,.0f}", "msgs/s",
             f"{med}; OfflineAudit.seconds in a fresh interpreter ({loop_s:.2f} s): the CLI spends "
             f"{startup:.2f} s on start-up, imports and JSON; loop / parse loop = {loop_rate / parse_loop_rate:.3f}"),

@@ -38,6 +38,7 @@ MESSAGES_PER_HOUR = 229  # what `cdiwatch simulate` writes per simulated hour at
 
 __all__ = ["HERE", "REPO", "OUT", "LOGS", "PY", "SESSION_TIMEOUT_S", "KENT_RATE", "row", "verdict", "median",
            "pct", "rotations", "make_capture", "count_lines", "Children", "proc_cpu", "proc_mem", "Machine",
+           "tree_memory", "TreeSampler",
            "load_note", "get_json", "get_timed", "get_text", "same_audit", "audit_diff", "AuditPoller",
            "read_probe", "free_port", "worker_env", "worker_cmd", "wait_ready", "wait_audit"]
 
@@ -195,6 +196,62 @@ def proc_mem(pid: int) -> dict[str, float]:
     except OSError:
         pass
     return out
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants (``/proc/<pid>/task/<tid>/children``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def tree_memory(pid: int) -> tuple[float, float, int]:
+    """(RSS, PSS) in KiB summed over ``pid`` and its descendants, and how many processes."""
+    rss = pss = 0.0
+    pids = tree_pids(pid)
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Rss:"):
+                        rss += float(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += float(line.split()[1])
+        except OSError:
+            pass
+    return rss, pss, len(pids)
+
+
+class TreeSampler(threading.Thread):
+    """Samples :func:`tree_memory` of a process every ``interval`` s until :meth:`stop`:
+    the peak memory of a command that may start processes of its own."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_rss = self.peak_pss = 0.0
+        self.max_procs = 0
+        self._halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            rss, pss, n = tree_memory(self.pid)
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.max_procs = max(self.max_procs, n)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
 
 
 class Machine:
