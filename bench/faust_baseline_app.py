@@ -18,7 +18,7 @@ Run by the benchmark as a subprocess, configured by environment:
 (comma-separated), ``BASELINE_PARTITIONS``, ``BASELINE_SESSION_TIMEOUT`` (s),
 ``BASELINE_PROGRESS`` (a JSON file rewritten every 0.1 s:
 ``{"count", "invalid", "first", "last"}`` with wall-clock times of the first
-and latest message).
+and latest message), ``BASELINE_DATADIR`` (faust's data directory).
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ TOPICS = [t for t in os.environ.get("BASELINE_TOPICS", "cc.incidents,rms.crimes"
 PARTITIONS = int(os.environ.get("BASELINE_PARTITIONS", "6"))
 SESSION_TIMEOUT = float(os.environ.get("BASELINE_SESSION_TIMEOUT", "4"))
 PROGRESS = os.environ.get("BASELINE_PROGRESS", "faust-baseline-progress.json")
+DATADIR = os.environ.get("BASELINE_DATADIR", f"bench/out/state/{APP_ID}")
 
 app = faust.App(
     APP_ID,
     broker=BROKER,
     store="memory://",
+    datadir=DATADIR,
     web_enabled=False,
     topic_partitions=PARTITIONS,
     broker_session_timeout=SESSION_TIMEOUT,

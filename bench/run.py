@@ -50,6 +50,9 @@ def _from_module(module: str, name: str) -> Benchmark:
 BENCHMARKS: list[tuple[str, Benchmark]] = [
     ("audit", _from_module("audit_bench", "audit")),
     ("stream", _from_module("stream_bench", "stream")),
+    ("latency", _from_module("latency_bench", "latency")),
+    ("scale", _from_module("scale_bench", "scale")),
+    ("month", _from_module("month_bench", "month")),
 ]
 
 

@@ -1,0 +1,84 @@
+"""``python bench/worker_probe.py [--fetch-cap-ms MS] worker ...``: ``cdiwatch worker``
+in this process, with two benchmark-only additions from outside the product:
+
+* with ``$BENCH_PROBE`` set to a file name, the runner's batches are timed
+  (``time.time()``): ``first``, when the first batch holding input records
+  reached ``Runner.process`` (right after the consumer's ``getmany`` returned
+  it): the "first message consumed" of the throughput benchmarks; ``ends``,
+  when each of the last 256 batches holding records had been processed,
+  published, checkpointed and committed. The file (JSON, replaced atomically)
+  is rewritten after every such batch (tens of microseconds, a few dozen
+  times a second). The benchmarks take the end of the work from it, so that
+  they need not poll ``/audit`` often (see ``common.AuditPoller``);
+* ``--fetch-cap-ms MS`` (a what-if, off by default): every aiokafka consumer's
+  ``fetch_max_wait_ms`` capped at MS. Tansu does not wake a waiting fetch when
+  records arrive (it looks again at half the wait and at its end); Apache Kafka
+  answers as soon as data is there. The product uses 50 ms for its consumer and
+  100 ms for the views reader.
+
+Nothing else changes: same code, same settings, same process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _probe_batches(path: str) -> None:
+    from pipeline.stream import runner
+
+    original = runner.Runner.process
+    state = {"first": None, "ends": deque(maxlen=256), "batches": 0}
+    tmp = path + ".tmp"
+
+    async def process(self, batch):
+        if not any(batch.values()):
+            return await original(self, batch)
+        if state["first"] is None:
+            inputs = self.plan.inputs
+            if any(records and tp.topic in inputs for tp, records in batch.items()):
+                state["first"] = time.time()
+        result = await original(self, batch)
+        state["ends"].append(time.time())
+        state["batches"] += 1
+        with open(tmp, "w") as fh:
+            json.dump({"first": state["first"], "ends": list(state["ends"]), "batches": state["batches"]}, fh)
+        os.replace(tmp, path)
+        return result
+
+    runner.Runner.process = process
+
+
+def _cap_fetch_wait(cap: int) -> None:
+    import aiokafka
+
+    original = aiokafka.AIOKafkaConsumer.__init__
+
+    def init(self, *args, **kwargs):
+        kwargs["fetch_max_wait_ms"] = min(int(kwargs.get("fetch_max_wait_ms", 500)), cap)
+        original(self, *args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer.__init__ = init
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--fetch-cap-ms"]:
+        _cap_fetch_wait(int(argv[1]))
+        argv = argv[2:]
+    probe = os.environ.get("BENCH_PROBE")
+    if probe:
+        _probe_batches(probe)
+    from pipeline.commands.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
