@@ -43,11 +43,17 @@ test: $(STAMP) system-deps
 demo: $(STAMP)
 	$(PY) -m pipeline demo
 
-bench: $(STAMP)
+# The benchmarks also need the bench extra (quixstreams, the Python peer).
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	@touch $@
+
+bench: $(BENCH_STAMP)
 	$(PY) bench/run.py
 
 schemas: $(STAMP)
-	$(PY) -m pipeline.schemas
+	$(PY) -m pipeline.contract.schemas
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
