@@ -1,5 +1,3 @@
-import sys
+from .commands.cli import console_main
 
-from .commands.cli import main
-
-sys.exit(main())
+console_main()

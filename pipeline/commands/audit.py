@@ -26,6 +26,7 @@ from ..core.monitor import Monitor
 from ..report.data import report_data
 from ..report.table import render_table
 from .errors import ConfigError, RunFailed
+from .process import keep_until_exit
 
 __all__ = ["run", "audit_files", "OfflineAudit"]
 
@@ -167,6 +168,7 @@ def run(args, settings) -> int:
         source, problems = args.url, 0
     else:
         result = audit_files(args.files, settings, progress=True)
+        keep_until_exit(result)  # freeing the ledgers object by object would cost seconds
         names = ", ".join(args.files)
         if result.messages == 0:
             first = f"; line {result.skipped[0][1]}: {result.skipped[0][2][:80]}" if result.skipped else ""

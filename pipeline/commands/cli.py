@@ -17,7 +17,7 @@ from .. import __version__
 from ..settings import Settings, SettingsError, load_settings
 from .errors import EXIT_INTERRUPTED, EXIT_PROBLEMS, EXIT_USAGE, UserError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "console_main", "build_parser"]
 
 _COMMANDS = {
     "demo": "pipeline.commands.demo",
@@ -177,5 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PROBLEMS
 
 
+def console_main() -> None:
+    """The ``cdiwatch`` executable: :func:`main`, then the process ends
+    (at once when a command kept large state, see :mod:`.process`)."""
+    from .process import exit_process
+    exit_process(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()
