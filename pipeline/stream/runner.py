@@ -52,6 +52,11 @@ __all__ = ["Runner"]
 
 logger = logging.getLogger(__name__)
 
+# How soon (seconds) a stage partition with no traffic of its own hears that the
+# watermark moved, so that an overdue alert there is not held back by the
+# slower audit tick; one broadcast is a record per stage partition.
+WATERMARK_INTERVAL = 0.1
+
 
 class Runner:
     """Owns the worker's consumer, its partitions and the batch cycle (see the module doc)."""
@@ -75,6 +80,7 @@ class Runner:
         self.max_time: int | None = None      # greatest valid event time known (watermark source)
         self._broadcast_t: int | None = None
         self._last_tick = 0.0
+        self._last_broadcast = 0.0
         self.joined = False
         self.recovering = False
         self.consumed: Counter = Counter()
@@ -216,24 +222,36 @@ class Runner:
 
     # ------------------------------------------------------------------ every tick
     async def tick(self) -> None:
-        """Watermark broadcast, audit parts and feed activity, at most every ``tick_interval``."""
+        """The watermark broadcast when W moved (at most every
+        :data:`WATERMARK_INTERVAL`), and audit parts and feed activity (at most
+        every ``tick_interval``)."""
         now = time.monotonic()
-        if now - self._last_tick < self.settings.tick_interval:
-            return
-        self._last_tick = now
-        self._raise_max_time()
-        if self.max_time is not None and self.max_time != self._broadcast_t:
-            self._broadcast_t = self.max_time
-            for stage, partition, value in self.router.broadcast(self.max_time, STAGES):
-                await self.outbox.send(self.plan.ops(stage), value, partition=partition)
-        for (stage, partition), part in self.owned.items():
-            self.views.parts(stage, partition, part.stage.parts())
-        for key, at in self.feeds.items():
-            if at - self._feeds_sent.get(key, 0.0) >= 5.0:
-                self._feeds_sent[key] = at
-                self.views.feed(key[0], key[1], at)
-        if await self.views.send() or self._broadcast_t == self.max_time:
+        sent = await self._broadcast(now)
+        if now - self._last_tick >= self.settings.tick_interval:
+            self._last_tick = now
+            for (stage, partition), part in self.owned.items():
+                self.views.parts(stage, partition, part.stage.parts())
+            for key, at in self.feeds.items():
+                if at - self._feeds_sent.get(key, 0.0) >= 5.0:
+                    self._feeds_sent[key] = at
+                    self.views.feed(key[0], key[1], at)
+            sent = await self.views.send() or sent
+        if sent:
             await self.outbox.flush()
+
+    async def _broadcast(self, now: float) -> bool:
+        """Tell every stage partition the greatest event time, when it moved: a
+        partition with no traffic of its own learns from it that a deadline passed."""
+        if now - self._last_broadcast < min(WATERMARK_INTERVAL, self.settings.tick_interval):
+            return False
+        self._last_broadcast = now
+        self._raise_max_time()
+        if self.max_time is None or self.max_time == self._broadcast_t:
+            return False
+        self._broadcast_t = self.max_time
+        for stage, partition, value in self.router.broadcast(self.max_time, STAGES):
+            await self.outbox.send(self.plan.ops(stage), value, partition=partition)
+        return True
 
     # ------------------------------------------------------------------ failures
     def _intake_error(self, topic, partition, offset, key, value, exc) -> None:
