@@ -1,6 +1,6 @@
 """Offline audit speed and memory against the floor of merely parsing the same capture.
 
-Issue 13, items 3 and 5: on a simulated capture of about 300,000 messages,
+On a simulated capture of about 300,000 messages,
 ``cdiwatch audit FILE --json`` (run as a user runs it: a subprocess, from
 spawn to exit, its JSON written to a file) must reach at least a third of
 the rate of the floor, a fresh interpreter that only parses every line with

@@ -1,4 +1,4 @@
-"""Throughput at the start and at the end of a simulated month (issue 9, item 6).
+"""Throughput at the start and at the end of a simulated month.
 
 A capture of 720 simulated hours at 4x Kent's rate (``cdiwatch simulate --hours
 720 --rate 416.667``, i.e. ``Simulator(hours=720, seed, rate=4 * 2500 / 24)``;

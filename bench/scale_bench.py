@@ -1,4 +1,4 @@
-"""Scale and recovery of one worker (issue 9, item 6): a table, not asserts.
+"""Scale and recovery of one worker: a table, not asserts.
 
 On one local broker, with captures from ``bench/open_incidents.py`` (crime-related
 ``opened`` incidents that no record names, 3 in 4 overdue) replayed with

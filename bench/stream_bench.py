@@ -1,6 +1,6 @@
 """The streaming worker on a real Kafka-protocol broker, side by side with its peers.
 
-Issue 13, item 4. One local Tansu broker (``LocalBroker``, free port); a simulated
+One local Tansu broker (``LocalBroker``, free port); a simulated
 capture of about ``--stream-messages`` messages (100,000) is published to
 ``cc.incidents`` / ``rms.crimes`` (6 partitions) with ``cdiwatch replay``'s
 ``replay()`` at max speed *before* anything consumes. Then, in ``--runs``
@@ -45,7 +45,7 @@ from stream_peers import PARTITIONS, run_faust, run_quix, run_raw
 BENCH = "stream"
 QUIX_GOAL = 1.5
 RAW_GOAL = 0.25
-FAUST_GOAL = 5.0  # issue 3's goal, kept as information
+FAUST_GOAL = 5.0  # the first release's goal, kept as information
 PEERS = ["cdiwatch", "quixstreams", "raw", "faust"]
 
 __all__ = ["run", "add_arguments", "run_worker_e2e", "prepare_capture"]
@@ -235,7 +235,7 @@ def _rows(results: dict, runs: int, lines: int, opts) -> list[dict]:
         row(BENCH, "ratio cdiwatch / raw consume ceiling", f"{vs_raw:.3f}", "",
             f"{verdict(vs_raw, RAW_GOAL, text='0.25')}; ratio of the medians (per round {span(per_round_r)})"),
         row(BENCH, "ratio cdiwatch / straightforward faust", f"{c_rate / f_rate:.1f}", "x",
-            f"issue 3's goal >= {FAUST_GOAL:g}x: {'MET' if c_rate / f_rate >= FAUST_GOAL else 'NOT MET'}"),
+            f"the first release's goal >= {FAUST_GOAL:g}x: {'MET' if c_rate / f_rate >= FAUST_GOAL else 'NOT MET'}"),
         row(BENCH, "machine", "", "", load_note([x["others"] for res in results.values() for x in res])),
     ]
     if opts.stream_profile:
