@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 # How soon (seconds) a stage partition with no traffic of its own hears that the
 # watermark moved, so that an overdue alert there is not held back by the
 # slower audit tick; one broadcast is a record per stage partition.
-WATERMARK_INTERVAL = 0.1
+WATERMARK_INTERVAL = 0.02
 
 
 class Runner:
