@@ -91,3 +91,49 @@ def test_crashes_at_any_point_and_rereads_lose_nothing_and_count_nothing_twice(s
                       for d in (orjson.loads(v) for _k, v in h.deadletters))
     audit = h.audit()
     assert len(letters) == audit["events"]["incidents"]["invalid"] + audit["events"]["crimes"]["invalid"]
+
+
+def test_a_stale_copy_the_incident_still_holds_is_a_duplicate_on_both_paths():
+    """The two wirings once disagreed: when an event id had been forgotten (older
+    than its retention) but its incident still held the event, the in-process
+    monitor counted a resent copy as a duplicate and the stream's incident stage
+    counted it valid. Both now run the same stage classes; both say duplicate."""
+    from scenario import opened, payload, reclassified, Scenario
+
+    s = Settings(state_retention=3600.0, partitions=3)  # ids kept 24 h + 2 h, incidents 1 h after their last event
+    first = opened("A", at=0)
+    before = [first, reclassified("A", at=26, category="burglary"),  # A lives on; its first id expires at 26 h
+              opened("TICK", at=26.5 + 10 / 60, category="admin")]  # W = 26.5 h
+    resend = dict(first)
+
+    sc = Scenario(s)
+    for ev in before:
+        sc.feed(ev)
+    offline_before = sc.audit()
+    sc.feed(resend)
+    offline_after = sc.audit()
+
+    h = Harness(s, seed=7)
+    offset = 0
+
+    def feed(events):
+        nonlocal offset
+        records = []
+        for ev in events:
+            topic = "cc.incidents"
+            records.append(Record(topic, 0, offset, ev["incident_id"].encode(), payload(ev)))
+            offset += 1
+        h.feed("cc.incidents", 0, records)
+        h.run()
+
+    for ev in before:  # one at a time: in a live feed they are 40 min apart
+        feed([ev])
+    assert h.audit() == offline_before
+    feed([resend])
+    stream_after = h.audit()
+
+    for after, base in ((offline_after, offline_before), (stream_after, offline_before)):
+        assert after["events"]["incidents"]["duplicate"] == base["events"]["incidents"]["duplicate"] + 1
+        assert after["events"]["incidents"]["valid"] == base["events"]["incidents"]["valid"]
+    assert stream_after == offline_after
+    assert not h.errors

@@ -59,13 +59,16 @@ class StagePartition:
         except (msgspec.DecodeError, TypeError) as exc:
             on_error(self.stage_name, record, None, exc)
             return
-        self.stage.observe(batch.t)
         dispatch = self.dispatch
         for op in batch.ops:
             try:
                 dispatch(op)
             except Exception as exc:  # noqa: BLE001 - no message stops a worker
                 on_error(self.stage_name, record, op, exc)
+        # The batch's event time last, as the in-process wiring does: each message
+        # applies under the watermark of what was read before it, so an
+        # incident's own late event keeps it alive instead of finding it evicted.
+        self.stage.observe(batch.t)
 
     def dispatch(self, op) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
