@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -25,7 +25,7 @@ from pipeline.capture import read_capture
 from pipeline.commands.replay import replay
 from pipeline.kafka.local import LocalBroker
 from pipeline.settings import Settings
-from pipeline.simulation import Simulator
+from pipeline.simulation import SimMessage, Simulator
 from support import EXPECTED_AUDIT, SAMPLE, Processes, get_json, http_ok, same_audit, worker_env
 
 pytestmark = pytest.mark.integration
@@ -269,6 +269,14 @@ def write_capture(path, messages) -> int:
     return len(messages)
 
 
+def _unrecorded_rape(reported: float) -> SimMessage:
+    at = datetime.fromtimestamp(reported, timezone.utc).isoformat().replace("+00:00", "Z")
+    payload = {"schema": "incident.v1", "event_id": "board-test-rape", "event_type": "opened",
+               "incident_id": "BOARD-TEST-1", "occurred_at": at, "reported_at": at, "channel": "999",
+               "district": "Medway", "category": "rape", "flags": ["vulnerable_victim"]}
+    return SimMessage(reported + 1, "cc.incidents", "BOARD-TEST-1", orjson.dumps(payload))
+
+
 def test_live_board_marks_new_rows_and_warns_when_the_feeds_stop(fresh_broker, browser, tmp_path):
     """A capture that ends now: most of it at once, its last 20 minutes live
     (80 times real time); then the feeds stop and the banner says so."""
@@ -277,6 +285,13 @@ def test_live_board_marks_new_rows_and_warns_when_the_feeds_stop(fresh_broker, b
     sim = Simulator(hours=hours, seed=7, start=time.time() - hours * 3600 - 120)
     messages = list(sim)
     cut = sim.end / 1e6 - 20 * 60
+    # What the tail brings onto the first page depends on the hour the capture
+    # ends (the simulated force is busier by day), so one row is certain: a rape
+    # with a vulnerable victim (the most harmful kind, first in harm order),
+    # reported in the bulk, unrecorded: overdue once the watermark (10 min behind
+    # the latest event) passes its deadline, two thirds of the way through the tail.
+    messages.append(_unrecorded_rape(reported=cut + 4 * 60 - 24 * 3600))
+    messages.sort(key=lambda m: m.arrival)
     bulk, tail = tmp_path / "bulk.jsonl", tmp_path / "tail.jsonl"
     n_bulk = write_capture(bulk, [m for m in messages if m.arrival < cut])
     write_capture(tail, [m for m in messages if m.arrival >= cut])
