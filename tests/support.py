@@ -162,6 +162,12 @@ class Processes:
                 proc.kill()
                 proc.wait(timeout=10)
 
+    def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to one running process (SIGSTOP / SIGCONT: a worker descheduled)."""
+        for n, proc, _log in self.procs:
+            if n == name and proc.poll() is None:
+                proc.send_signal(sig)
+
     def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
         log = self.tmp / f"{name}.log"
         with open(log, "ab") as fh:

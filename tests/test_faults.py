@@ -7,7 +7,8 @@ nothing counts twice, and no worker takes another down.
   (statuses *and* the valid, duplicate and invalid counts).
 - **Three workers under load**: during a paced replay, one is killed (-9) and
   replaced; or leaves gracefully (SIGTERM) and another joins; or the broker is
-  frozen (SIGSTOP) for 20 s. Every surviving worker stays up, ``/readyz`` says
+  frozen (SIGSTOP) for 20 s; or one worker is frozen past its session
+  timeout and comes back as a zombie. Every surviving worker stays up, ``/readyz`` says
   503 while the broker does not answer, and every worker's final ``/audit``
   equals the offline audit. After graceful events no ``alert_id`` and no dead
   letter is published twice; after a kill a repeat carries the same ``alert_id``.
@@ -117,12 +118,34 @@ def outputs(broker: LocalBroker, url: str, invalid: int, repeats: bool) -> None:
         assert max(letters.values()) == 1, [k for k, n in letters.items() if n > 1][:5]
 
 
-def paced_replay(broker: LocalBroker, path, seconds: float) -> threading.Thread:
-    hours = 90
-    t = threading.Thread(target=replay, args=([str(path)], Settings(broker=broker.url)),
-                         kwargs={"speed": hours * 3600 / seconds}, daemon=True)
-    t.start()
-    return t
+class Feeder(threading.Thread):
+    """The capture replayed at a pace, in a thread; :meth:`finish` says whether
+    every message reached the broker (a convergence that never comes then names
+    the feeder, not the workers)."""
+
+    def __init__(self, broker: LocalBroker, path, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.args = ([str(path)], Settings(broker=broker.url))
+        self.speed = 90 * 3600 / seconds  # the capture spans 90 hours
+        self.report = self.error = None
+
+    def run(self) -> None:
+        try:
+            self.report = replay(*self.args, speed=self.speed)
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            self.error = exc
+
+    def finish(self, timeout: float) -> None:
+        self.join(timeout=timeout)
+        assert not self.is_alive(), f"the replay did not end within {timeout:g} s"
+        assert self.error is None, f"the replay failed: {self.error!r}"
+        assert self.report.ok, f"the replay did not deliver everything:\n{self.report.render()}"
+
+
+def paced_replay(broker: LocalBroker, path, seconds: float) -> Feeder:
+    feeder = Feeder(broker, path, seconds)
+    feeder.start()
+    return feeder
 
 
 # --------------------------------------------------------------------------- crash points
@@ -173,11 +196,12 @@ def test_kill_9_of_one_of_three_workers_under_load(cluster, capture, run):
     urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
     procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
     feeder = paced_replay(broker, path, seconds=20)
-    time.sleep(rng.uniform(4, 12))
-    victim = rng.randrange(3)
+    pause, victim = rng.uniform(4, 12), rng.randrange(3)
+    print(f"CDI_FAULT_SEED={SEED}: w{victim} killed after {pause:.1f} s")
+    time.sleep(pause)
     procs.kill(f"w{victim}")
     heir = procs.start_worker("heir", broker.url, env)
-    feeder.join(timeout=120)
+    feeder.finish(timeout=120)
     alive = [u for i, u in enumerate(urls) if i != victim] + [heir]
     converge(procs, alive, expected)
     outputs(broker, alive[0], invalid, repeats=True)
@@ -192,15 +216,42 @@ def test_graceful_leave_and_join_under_load_repeat_nothing(cluster, capture, run
     urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
     procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
     feeder = paced_replay(broker, path, seconds=20)
-    time.sleep(rng.uniform(4, 9))
-    leaver = rng.randrange(3)
+    pause, leaver = rng.uniform(4, 9), rng.randrange(3)
+    print(f"CDI_FAULT_SEED={SEED}: w{leaver} leaves after {pause:.1f} s")
+    time.sleep(pause)
     assert procs.stop(f"w{leaver}") in (0, -signal.SIGTERM)
     time.sleep(rng.uniform(1, 5))
     joiner = procs.start_worker("joiner", broker.url, env)
-    feeder.join(timeout=120)
+    feeder.finish(timeout=120)
     alive = [u for i, u in enumerate(urls) if i != leaver] + [joiner]
     converge(procs, alive, expected)
     outputs(broker, alive[0], invalid, repeats=False)
+
+
+@pytest.mark.parametrize("run", [0, 1])
+def test_a_worker_frozen_past_its_session_comes_back_without_corrupting_the_view(cluster, capture, run):
+    """A worker descheduled for longer than its session timeout (a loaded
+    machine, a long pause) is expelled; its partitions move on. When it runs
+    again it is a zombie until it hears so: whatever it publishes meanwhile
+    must not leave the cluster's view (``/audit`` on every worker) stale."""
+    broker, procs = cluster
+    path, expected, invalid = capture
+    rng = random.Random(SEED + 30 + run)
+    env = worker_env(CDI_BATCH_SIZE="500")
+    urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
+    procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
+    feeder = paced_replay(broker, path, seconds=20)
+    pause, frozen, still = rng.uniform(3, 10), rng.randrange(3), rng.uniform(6, 10)
+    print(f"CDI_FAULT_SEED={SEED}: w{frozen} frozen after {pause:.1f} s for {still:.1f} s")
+    time.sleep(pause)
+    procs.signal(f"w{frozen}", signal.SIGSTOP)
+    try:
+        time.sleep(still)  # the session timeout is 4 s
+    finally:
+        procs.signal(f"w{frozen}", signal.SIGCONT)
+    feeder.finish(timeout=120)
+    converge(procs, urls, expected)
+    outputs(broker, urls[0], invalid, repeats=True)
 
 
 def test_a_frozen_broker_takes_no_worker_down(cluster, capture):
@@ -219,6 +270,6 @@ def test_a_frozen_broker_takes_no_worker_down(cluster, capture):
         time.sleep(max(0.0, 20 - (time.monotonic() - frozen)))
     finally:
         os.kill(broker.pid, signal.SIGCONT)
-    feeder.join(timeout=180)
+    feeder.finish(timeout=180)
     converge(procs, urls, expected, timeout=240)
     outputs(broker, urls[0], invalid, repeats=False)
