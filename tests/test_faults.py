@@ -187,15 +187,20 @@ def test_a_worker_dying_at_any_point_of_any_batch_loses_nothing(cluster, capture
 
 # --------------------------------------------------------------------------- three workers
 
+def three_workers_under_load(broker: LocalBroker, procs: Processes, path, env: dict) -> tuple[list[str], Feeder]:
+    """Three workers, ready; then the capture replayed over 20 s. Their URLs and the feeder."""
+    urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
+    procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
+    return urls, paced_replay(broker, path, seconds=20)
+
+
 @pytest.mark.parametrize("run", [0, 1])
 def test_kill_9_of_one_of_three_workers_under_load(cluster, capture, run):
     broker, procs = cluster
     path, expected, invalid = capture
     rng = random.Random(SEED + 10 + run)
     env = worker_env(CDI_BATCH_SIZE="500")
-    urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
-    procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
-    feeder = paced_replay(broker, path, seconds=20)
+    urls, feeder = three_workers_under_load(broker, procs, path, env)
     pause, victim = rng.uniform(4, 12), rng.randrange(3)
     print(f"CDI_FAULT_SEED={SEED}: w{victim} killed after {pause:.1f} s")
     time.sleep(pause)
@@ -213,9 +218,7 @@ def test_graceful_leave_and_join_under_load_repeat_nothing(cluster, capture, run
     path, expected, invalid = capture
     rng = random.Random(SEED + 20 + run)
     env = worker_env(CDI_BATCH_SIZE="500")
-    urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
-    procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
-    feeder = paced_replay(broker, path, seconds=20)
+    urls, feeder = three_workers_under_load(broker, procs, path, env)
     pause, leaver = rng.uniform(4, 9), rng.randrange(3)
     print(f"CDI_FAULT_SEED={SEED}: w{leaver} leaves after {pause:.1f} s")
     time.sleep(pause)
@@ -238,9 +241,7 @@ def test_a_worker_frozen_past_its_session_comes_back_without_corrupting_the_view
     path, expected, invalid = capture
     rng = random.Random(SEED + 30 + run)
     env = worker_env(CDI_BATCH_SIZE="500")
-    urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
-    procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
-    feeder = paced_replay(broker, path, seconds=20)
+    urls, feeder = three_workers_under_load(broker, procs, path, env)
     pause, frozen, still = rng.uniform(3, 10), rng.randrange(3), rng.uniform(6, 10)
     print(f"CDI_FAULT_SEED={SEED}: w{frozen} frozen after {pause:.1f} s for {still:.1f} s")
     time.sleep(pause)
@@ -258,9 +259,7 @@ def test_a_frozen_broker_takes_no_worker_down(cluster, capture):
     broker, procs = cluster
     path, expected, invalid = capture
     env = worker_env(CDI_BATCH_SIZE="500")
-    urls = [procs.start_worker(f"w{i}", broker.url, env) for i in range(3)]
-    procs.wait_until("three workers ready", lambda: all(http_ok(u + "/readyz") for u in urls), timeout=120)
-    feeder = paced_replay(broker, path, seconds=20)
+    urls, feeder = three_workers_under_load(broker, procs, path, env)
     time.sleep(6)
     os.kill(broker.pid, signal.SIGSTOP)
     frozen = time.monotonic()
