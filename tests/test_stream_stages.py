@@ -137,3 +137,15 @@ def test_a_stale_copy_the_incident_still_holds_is_a_duplicate_on_both_paths():
         assert after["events"]["incidents"]["valid"] == base["events"]["incidents"]["valid"]
     assert stream_after == offline_after
     assert not h.errors
+
+
+def test_a_worker_logs_its_assignment_in_one_line():
+    """Each rebalance says which partitions of which topic the worker now reads
+    (a partition nobody reads would otherwise leave no trace in any log)."""
+    from aiokafka import TopicPartition
+
+    from pipeline.stream.runner import _describe
+
+    tps = [TopicPartition("rms.crimes", 4), TopicPartition("cc.incidents", 3), TopicPartition("cc.incidents", 0)]
+    assert _describe(tps) == "cc.incidents[0,3] rms.crimes[4]"
+    assert _describe([]) == "nothing"

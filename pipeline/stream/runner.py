@@ -289,6 +289,7 @@ class Runner:
             self.joined = False
 
     async def assign(self, tps) -> None:
+        logger.info("assigned %s", _describe(tps))  # which worker read what, for the record
         async with self.lock:
             self.recovering = True
             try:
@@ -323,6 +324,14 @@ class Runner:
         self.metrics.recovery.set(seconds)
         logger.info("recovered %d partitions (%d changelog records) in %.1f s", len(wanted),
                     sum(r.records for r in got.values()), seconds)
+
+
+def _describe(tps) -> str:
+    """``topic[0,3] other[1]``: a partition assignment in one short line."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in tps:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())) or "nothing"
 
 
 def _counts(part) -> dict:
