@@ -19,9 +19,23 @@ All instants are integer microseconds since the epoch (:mod:`~pipeline.core.time
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import Literal, NamedTuple, Union
 
 import msgspec
+
+from .vocabulary import CANCEL_REASONS, CHANNELS, CRIME_TYPES, DISPOSITIONS, FLAGS, INCIDENT_TYPES
+
+# The fixed vocabularies as msgspec ``Literal`` types: decoding one (a stage
+# message, a changelog state, the offline reader's batches) returns the one
+# interned string of the vocabulary instead of a new copy per event, which is
+# most of the strings an incident's events hold. (Categories and districts are
+# configuration, so they stay ``str``.)
+_Kind = Literal[INCIDENT_TYPES]  # type: ignore[valid-type]
+_CrimeKind = Literal[CRIME_TYPES]  # type: ignore[valid-type]
+_Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+_Disposition = Literal[DISPOSITIONS]  # type: ignore[valid-type]
+_Flag = Literal[FLAGS]  # type: ignore[valid-type]
+_Reason = Literal[CANCEL_REASONS]  # type: ignore[valid-type]
 
 __all__ = ["IncidentEvent", "CrimeEvent", "Event", "Rejection", "Source", "Arrival", "Invalid",
            "Stale", "Link", "Notice", "Op", "Alert"]
@@ -32,14 +46,14 @@ class IncidentEvent(msgspec.Struct, array_like=True, frozen=True, gc=False, orde
 
     at: int  # occurred_at
     event_id: str
-    kind: str  # opened | reclassified | closed
+    kind: _Kind  # opened | reclassified | closed
     incident_id: str
     category: str | None = None
-    disposition: str | None = None
+    disposition: _Disposition | None = None
     reported_at: int | None = None
-    channel: str | None = None
+    channel: _Channel | None = None
     district: str | None = None
-    flags: tuple[str, ...] = ()
+    flags: tuple[_Flag, ...] = ()
 
 
 class CrimeEvent(msgspec.Struct, array_like=True, frozen=True, gc=False, order=True, tag="c"):
@@ -47,11 +61,11 @@ class CrimeEvent(msgspec.Struct, array_like=True, frozen=True, gc=False, order=T
 
     at: int  # occurred_at
     event_id: str
-    kind: str  # recorded | linked | cancelled
+    kind: _CrimeKind  # recorded | linked | cancelled
     crime_id: str
     incident_ids: tuple[str, ...] = ()
     category: str | None = None
-    reason: str | None = None
+    reason: _Reason | None = None
 
 
 Event = Union[IncidentEvent, CrimeEvent]
