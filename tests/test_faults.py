@@ -33,6 +33,7 @@ from pipeline.capture import write_capture
 from pipeline.commands.audit import audit_files
 from pipeline.commands.replay import replay
 from pipeline.kafka.local import LocalBroker
+from pipeline.kafka.topics import STAGES, TopicPlan
 from pipeline.settings import Settings
 from pipeline.simulation import Simulator
 from pipeline.stream.faults import EXIT_CODE, POINTS
@@ -87,7 +88,38 @@ def converge(procs: Processes, urls: list[str], expected: dict, timeout: float =
         for url, got in last.items():
             print(url, "events", (got or {}).get("events"), "incidents", (got or {}).get("incidents"))
         print("expected events", expected["events"], "incidents", expected["incidents"])
+        _print_lag(procs.broker.bootstrap)
         raise
+
+
+def _print_lag(bootstrap: str) -> None:
+    """On a failure: every partition the workers' group reads that is not fully
+    committed (a partition nobody consumes shows here as a lag that stays).
+    The ends are read, not asked for: the test broker's end offsets are short."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    plan = TopicPlan()
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        got = admin.list_group_offsets({plan.group: None}).get(plan.group, {})
+        admin.close()
+        topics = list(plan.inputs) + [plan.ops(stage) for stage in STAGES]
+        committed = {TopicPartition(t, p): got[TopicPartition(t, p)].offset if TopicPartition(t, p) in got else None
+                     for t in topics for p in range(plan.partitions)}
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
+        consumer.assign(list(committed))
+        consumer.seek_to_beginning()
+        ends = {tp: 0 for tp in committed}
+        for record in consumer:
+            ends[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        consumer.close()
+        for tp in sorted(committed, key=lambda tp: (tp.topic, tp.partition)):
+            if (committed[tp] or 0) != ends[tp]:
+                print("lag", f"{tp.topic}[{tp.partition}]", "committed", committed[tp], "end", ends[tp])
+        print("group partitions committed:", len(got), "of", len(committed))
+    except Exception as exc:  # noqa: BLE001 - a diagnostic only
+        print("no lag report:", type(exc).__name__, exc)
 
 
 def outputs(broker: LocalBroker, url: str, invalid: int, repeats: bool) -> None:
