@@ -130,3 +130,37 @@ def test_files_or_url_but_not_both_nor_neither(args):
     proc = cdiwatch("audit", *args)
     assert proc.returncode == 2
     assert "cdiwatch audit:" in proc.stderr
+
+
+@pytest.mark.parametrize("retention_days", [30, 1])
+def test_the_reader_process_changes_nothing(tmp_path, retention_days):
+    """The offline audit claims event ids in its reader process (``jobs=2``) or
+    in one process (``jobs=1``): the audit, the rejection reasons and the
+    message count are the monitor's own, message by message, also when ids
+    expire and stale first copies reach the ledgers (a one-day retention)."""
+    import time
+
+    from pipeline.capture import write_capture
+    from pipeline.capture.reading import read_payloads
+    from pipeline.commands.audit import audit_files
+    from pipeline.core.monitor import Monitor
+    from pipeline.settings import Settings
+    from pipeline.simulation import Simulator
+
+    path = tmp_path / "capture.jsonl"
+    sim = Simulator(hours=24 * 8, seed=5)
+    write_capture(((m.topic, m.key, m.payload, m.ts_ms) for m in sim), str(path))
+    settings = Settings(state_retention=retention_days * 86400.0)
+    now = time.time_ns() // 1000
+    monitor = Monitor(settings.core(), deferred=True)
+    n = 0
+    for topic, payload in read_payloads([str(path), str(SAMPLE)], "cc.incidents", "rms.crimes", lambda *a: None):
+        monitor.feed(topic, payload, now)
+        n += 1
+    for jobs in (1, 2):
+        result = audit_files([str(path), str(SAMPLE)], settings, now_us=now, jobs=jobs)
+        assert result.audit() == monitor.audit(), jobs
+        assert result.monitor.rejections == monitor.rejections
+        assert result.messages == n
+    if retention_days == 1:
+        assert monitor.incident.recounted or monitor.events.ids.forgotten  # ids did expire

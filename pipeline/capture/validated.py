@@ -1,13 +1,26 @@
-"""Capture files read and validated, in a second process when there is a second core.
+"""Capture files read, validated and claimed, in a second process when there is a second core.
 
-The offline audit has two halves of about equal cost: reading and validating
-each line, and applying it to the stages. With ``jobs=2`` a forked child
-reads and validates (:func:`pipeline.capture.read_payloads`, the one
-validator) and streams the results, in file order, to the parent as msgpack
-batches of the core's own event types; the parent only applies them. Each
-message yields one :class:`Validated` item: an event, or the side and reason
-of a rejection; a line that carries no message yields a :class:`Skipped`.
-``jobs=1`` does the same in one process.
+The offline audit runs the monitor's three stages in two processes, split
+where a worker's topology splits them: the *reader* reads each line,
+validates it (the one validator) and runs the
+:class:`~pipeline.core.stages.EventStage` (event ids, duplicates, the event
+counts); the *parent* runs the incident and crime stages. The reader streams
+what its event stage sends on, in file order, as msgpack batches of the
+core's own stage messages, the ones a worker's event stage puts on its topic:
+
+- an :class:`~pipeline.core.events.IncidentEvent` or
+  :class:`~pipeline.core.events.CrimeEvent`: the first copy of its id;
+- a :class:`~pipeline.core.events.Stale`: a first copy so old that its id may
+  have been forgotten (the ledger that owns it decides);
+- an :class:`Invalid`: the side and reason of a rejection (counted by the
+  reader's event stage already; the parent keeps the reasons);
+- a :class:`Skipped`: a line that carries no message;
+- last, :class:`Claimed`: the event stage's final meta (counts, watermark
+  source), which the parent loads into its own event stage, as a worker
+  recovering a partition loads a checkpoint.
+
+Duplicates never cross the pipe, and the halves cost about the same. With
+``jobs=1`` the same happens in one process.
 """
 
 from __future__ import annotations
@@ -19,12 +32,13 @@ from typing import Iterator, Union
 import msgspec
 
 from ..core.config import CoreConfig
-from ..core.events import CrimeEvent, IncidentEvent, Rejection
+from ..core.events import CrimeEvent, IncidentEvent, Rejection, Stale
+from ..core.stages import EventStage
 from ..core.validation import Validator
 from ..core.vocabulary import CRIMES, INCIDENTS
 from .reading import CaptureError, read_payloads
 
-__all__ = ["Invalid", "Skipped", "Validated", "validated_messages"]
+__all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_messages"]
 
 _BATCH = 4096
 
@@ -44,54 +58,76 @@ class Skipped(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="k"):
     reason: str
 
 
+class Claimed(msgspec.Struct, array_like=True, frozen=True, tag="m"):
+    """The reader's event stage at the end: its :meth:`~pipeline.core.stages.EventStage.meta`."""
+
+    meta: dict
+
+
 class _Failed(msgspec.Struct, array_like=True, frozen=True, tag="f"):
-    """The child could not read a file (the parent raises it as a :class:`CaptureError`)."""
+    """The reader could not read a file (the parent raises it as a :class:`CaptureError`)."""
 
     message: str
 
 
-Validated = Union[IncidentEvent, CrimeEvent, Invalid, Skipped]
-_decoder = msgspec.msgpack.Decoder(list[Union[IncidentEvent, CrimeEvent, Invalid, Skipped, _Failed]])
+Claim = Union[IncidentEvent, CrimeEvent, Stale, Invalid, Skipped, Claimed]
+_decoder = msgspec.msgpack.Decoder(list[Union[IncidentEvent, CrimeEvent, Stale, Invalid, Skipped, Claimed, _Failed]])
 
 
-def _items(paths: list[str], config: CoreConfig, now: int) -> Iterator:
-    validator = Validator(config.vocabulary, config.limits)
-    validate = validator.validate
+class _Forward:
+    """The reader's event stage router: what it sends on joins the output."""
+
+    def __init__(self, out: list) -> None:
+        self.out = out
+
+    def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
+        self.out.append(Stale(ev) if stale else ev)
+
+    crime_event = incident_event
+
+
+def _items(paths: list[str], config: CoreConfig, now: int) -> Iterator[list]:
+    """The reader: lists of :data:`Claim` items, in file order, :class:`Claimed` last."""
+    validate = Validator(config.vocabulary, config.limits).validate
     side_of = {config.topics.incidents: INCIDENTS, config.topics.crimes: CRIMES}
-    skipped: list[Skipped] = []
+    out: list = []
+    stage = EventStage(config, _Forward(out), persist=False)
+    arrive, reject = stage.arrive, stage.reject
+    skip = out.append
     for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes,
-                                        lambda p, ln, why: skipped.append(Skipped(p, ln, why))):
-        if skipped:
-            yield from skipped
-            skipped.clear()
+                                        lambda p, ln, why: skip(Skipped(p, ln, why))):
         side = side_of[topic]
         r = validate(side, payload, now)
-        yield Invalid(side, r.reason) if type(r) is Rejection else r
-    yield from skipped
+        if type(r) is Rejection:
+            reject(side)
+            out.append(Invalid(side, r.reason))
+        else:
+            arrive(r)
+        if len(out) >= _BATCH:
+            yield out[:]
+            out.clear()
+    out.append(Claimed(stage.meta()))
+    yield out
 
 
 def _child(conn, paths: list[str], config: CoreConfig, now: int) -> None:  # pragma: no cover - in the child
     encode = msgspec.msgpack.Encoder().encode
-    batch: list = []
     try:
-        for item in _items(paths, config, now):
-            batch.append(item)
-            if len(batch) >= _BATCH:
-                conn.send_bytes(encode(batch))
-                batch = []
+        for batch in _items(paths, config, now):
+            conn.send_bytes(encode(batch))
     except CaptureError as exc:
-        batch.append(_Failed(str(exc)))
+        conn.send_bytes(encode([_Failed(str(exc))]))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent, never lost
-        batch.append(_Failed(f"unexpected failure reading the capture: {type(exc).__name__}: {exc}"))
-    conn.send_bytes(encode(batch))
+        conn.send_bytes(encode([_Failed(f"unexpected failure reading the capture: {type(exc).__name__}: {exc}")]))
     conn.send_bytes(b"")
     conn.close()
 
 
-def validated_messages(paths: list[str], config: CoreConfig, now: int, jobs: int = 2) -> Iterator[Validated]:
-    """Every message of the capture files, validated, in file order (see the module doc)."""
+def claimed_messages(paths: list[str], config: CoreConfig, now: int, jobs: int = 2) -> Iterator[Claim]:
+    """What the event stage sends on for the capture files, in file order (see the module doc)."""
     if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods() or len(os.sched_getaffinity(0)) < 2:
-        yield from _items(paths, config, now)
+        for batch in _items(paths, config, now):
+            yield from batch
         return
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
 from ..capture import CaptureError, check_capture_files
-from ..capture.validated import Invalid, Skipped, validated_messages
+from ..capture.validated import Claimed, Invalid, Skipped, claimed_messages
+from ..core.events import CrimeEvent, IncidentEvent, Stale
 from ..core.monitor import Monitor
 from ..report.data import report_data
 from ..report.table import render_table
@@ -72,7 +73,7 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
 
     Lines that carry no message (and messages of topics that are not inputs)
     are collected in :attr:`OfflineAudit.skipped`, never raised. ``jobs=2``
-    reads and validates in a second process (:mod:`pipeline.capture.validated`).
+    reads, validates and claims event ids in a second process (:mod:`pipeline.capture.validated`).
     """
     try:
         paths = check_capture_files(paths)
@@ -83,7 +84,7 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     monitor = Monitor(config, deferred=True)
     result = OfflineAudit(monitor)
     skipped = result.skipped
-    apply, reject, rejections = monitor.apply, monitor.events.reject, monitor.rejections
+    forward, rejections = monitor.forward, monitor.rejections
     bar = _Progress(sys.stderr, sum(os.path.getsize(p) for p in paths if p != "-") if progress else 0)
     # The ledgers hold millions of small objects and make no reference cycles:
     # the cyclic collector would rescan them again and again (a quarter of the
@@ -93,16 +94,18 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     t0 = time.perf_counter()
     n = 0
     try:
-        for item in validated_messages(paths, config, now, jobs):
+        for item in claimed_messages(paths, config, now, jobs):
             t = type(item)
-            if t is Invalid:
-                reject(item.side)
+            if t is IncidentEvent or t is CrimeEvent:
+                forward(item)
+            elif t is Stale:
+                forward(item.event, True)
+            elif t is Invalid:
                 rejections[(item.side, item.reason)] += 1
             elif t is Skipped:
                 skipped.append((item.source, item.line_no, item.reason))
-                continue
-            else:
-                apply(item)
+            elif t is Claimed:
+                monitor.claimed(item.meta)
             n += 1
             if not n & 0xFFFF:
                 bar.update(n)
@@ -113,6 +116,7 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
         if gc_was_enabled:
             gc.enable()
         bar.done()
+    n = sum(sum(counts.values()) for counts in monitor.events.parts().events.values())
     result.messages = n
     result.seconds = time.perf_counter() - t0
     return result

@@ -76,7 +76,7 @@ class Monitor:
         self.rejections: Counter = Counter()  # (side, reason)
         #: messages whose processing raised (a defect, or a state limit): dead-lettered by a worker
         self.processing_errors: list[tuple[str, str]] = []  # (event_id, detail)
-        router = _DirectRouter(self)
+        self._router = router = _DirectRouter(self)
         self.events = EventStage(config, router, persist=False)
         self.incident = IncidentStage(config, router, deferred=deferred)
         self.crime = CrimeStage(config, router, persist=False)
@@ -119,8 +119,24 @@ class Monitor:
         as a worker dead-letters it with reason ``processing_error``; the event
         keeps the outcome its validation gave it in the counts.
         """
+        self._guarded(self.events.arrive, ev)
+
+    def forward(self, ev: IncidentEvent | CrimeEvent, stale: bool = False) -> None:
+        """An event some other :class:`~pipeline.core.stages.EventStage` claimed
+        and sent on (the offline audit's reader process runs one): through the
+        incident or crime stage, as :meth:`apply` does after the claim. That
+        stage's counts come with :meth:`claimed`."""
+        router = self._router
+        self._guarded(router.incident_event if type(ev) is IncidentEvent else router.crime_event, ev, stale)
+
+    def claimed(self, meta: dict) -> None:
+        """The final :meth:`~pipeline.core.stages.EventStage.meta` of the event
+        stage that claimed the events given to :meth:`forward`: its counts become ours."""
+        self.events.load([], meta)
+
+    def _guarded(self, step, ev, *args) -> None:
         try:
-            self.events.arrive(ev)
+            step(ev, *args)
         except Exception as exc:  # noqa: BLE001 - no message stops the monitor
             if len(self.processing_errors) < 10_000:
                 self.processing_errors.append((ev.event_id, f"{type(exc).__name__}: {exc}"))
