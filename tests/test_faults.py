@@ -89,6 +89,7 @@ def converge(procs: Processes, urls: list[str], expected: dict, timeout: float =
             print(url, "events", (got or {}).get("events"), "incidents", (got or {}).get("incidents"))
         print("expected events", expected["events"], "incidents", expected["incidents"])
         _print_lag(procs.broker.bootstrap)
+        _print_event_stage(procs.broker.bootstrap)
         raise
 
 
@@ -120,6 +121,54 @@ def _print_lag(bootstrap: str) -> None:
         print("group partitions committed:", len(got), "of", len(committed))
     except Exception as exc:  # noqa: BLE001 - a diagnostic only
         print("no lag report:", type(exc).__name__, exc)
+
+
+def _print_event_stage(bootstrap: str) -> None:
+    """On a failure: input messages that never reached the event stage, and per
+    event-stage partition the source positions it was sent against the counts
+    its last view record shows (a difference names the partition, and says
+    whether a message was not sent, or was sent and not counted)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from pipeline.core.events import Arrival, IncidentEvent, Invalid
+    from pipeline.stream.codec import decode_batch, decode_json
+
+    plan = TopicPlan()
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000,
+                                 max_partition_fetch_bytes=8 << 20)
+        topics = list(plan.inputs) + [plan.ops("event"), plan.views]
+        consumer.assign([TopicPartition(t, p) for t in topics for p in range(plan.partitions)])
+        consumer.seek_to_beginning()
+        side_of = {plan.incidents: "incidents", plan.crimes: "crimes"}
+        inputs, sent, views = set(), {}, {}
+        for r in consumer:
+            if r.topic in side_of:
+                inputs.add((side_of[r.topic], r.partition, r.offset))
+            elif r.topic == plan.views:
+                if r.key and r.key.startswith(b"p:event:") and r.value:
+                    views[int(r.key.rsplit(b":", 1)[1])] = (r.partition, r.offset, decode_json(r.value)["e"])
+            else:
+                for op in decode_batch(r.value).ops:
+                    if type(op) is Arrival:
+                        pos = ("incidents" if type(op.event) is IncidentEvent else "crimes", op.partition, op.offset)
+                    elif type(op) is Invalid:
+                        pos = (op.side, op.partition, op.offset)
+                    else:
+                        continue
+                    sent.setdefault(r.partition, set()).add(pos)
+        consumer.close()
+        everywhere = set().union(*sent.values()) if sent else set()
+        missing = sorted(inputs - everywhere)
+        print("input messages never sent to the event stage:", len(missing), missing[:20])
+        for p in range(plan.partitions):
+            got = sent.get(p, set())
+            at, off, counts = views.get(p, (None, None, {}))
+            counted = {side: sum(c.values()) for side, c in counts.items()}
+            print(f"event[{p}] sent", {side: sum(1 for x in got if x[0] == side) for side in ("incidents", "crimes")},
+                  "view counts", counted, f"(views[{at}]@{off})")
+    except Exception as exc:  # noqa: BLE001 - a diagnostic only
+        print("no event-stage report:", type(exc).__name__, exc)
 
 
 def outputs(broker: LocalBroker, url: str, invalid: int, repeats: bool) -> None:
