@@ -36,6 +36,8 @@ from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED
 
 __all__ = ["IncidentLedger", "IncidentState", "IncidentChanges", "Opening", "BoardEntry"]
 
+_NEVER = -(1 << 63)
+
 
 class BoardEntry(NamedTuple):
     """An incident a control room must see: open (overdue, at risk, pending) or
@@ -137,10 +139,18 @@ class IncidentLedger:
         self.changes = IncidentChanges()
         self._heap: list[tuple[int, str]] = []
         self._dirty: set[str] = set()
+        self._w: int | None = None            # the watermark, kept with max_time (read per event)
+        self._retained_after = _NEVER          # deferred mode: an incident idle up to here may be evicted
 
     @property
     def watermark(self) -> int | None:
-        return watermark(self.max_time, self.params.allowed_lateness)
+        return self._w
+
+    def _set_max_time(self, t: int | None) -> None:
+        self.max_time = t
+        self._w = w = watermark(t, self.params.allowed_lateness)
+        if w is not None:
+            self._retained_after = w - self.params.state_retention
 
     def drain(self) -> IncidentChanges:
         """What happened since the last drain; starts a new collection."""
@@ -153,7 +163,7 @@ class IncidentLedger:
         has its ``event_id`` (nothing changes then)."""
         incident_id = ev.incident_id
         st = self.incidents.get(incident_id)
-        if st is not None and self.deferred:
+        if st is not None and st.last <= self._retained_after and self.deferred:
             st = self._live(incident_id, st)
         if st is None:
             st = self.incidents[incident_id] = IncidentState()
@@ -190,7 +200,7 @@ class IncidentLedger:
         """A crime links this incident (or its recording time moved earlier)."""
         incident_id, crime_id, recorded_at = link.incident_id, link.crime_id, link.recorded_at
         st = self.incidents.get(incident_id)
-        if st is not None and self.deferred:
+        if st is not None and st.last <= self._retained_after and self.deferred:
             st = self._live(incident_id, st)
         if st is None:
             st = self.incidents[incident_id] = IncidentState()
@@ -212,7 +222,7 @@ class IncidentLedger:
         """Some valid event somewhere happened at ``event_time``: the watermark may move."""
         if event_time is None or (self.max_time is not None and event_time <= self.max_time):
             return
-        self.max_time = event_time
+        self._set_max_time(event_time)
         if not self.deferred:
             self._due()
 
@@ -258,9 +268,9 @@ class IncidentLedger:
 
     def _evaluate(self, incident_id: str, st: IncidentState) -> None:
         """Recompute one incident: tally, alerts, timer, eviction."""
-        w = self.watermark
+        w = self._w
         p = self.params
-        a = self.assess(st)
+        a = None if st.opening is None else assess(st.events, st.crimes.values(), p, self.crime_categories)
         if not self.deferred:  # the board and the detail read it; the offline audit does not
             st.assessment = a
         if a is None:
@@ -328,7 +338,7 @@ class IncidentLedger:
         """Rebuild from persisted states and the partition's meta (watermark
         source, evicted tallies). Statuses are recomputed, not trusted."""
         if meta:
-            self.max_time = meta.get("max_time")
+            self._set_max_time(meta.get("max_time"))
             self.tally.restore_evicted(meta.get("evicted"))
         for incident_id, st in states.items():
             self.incidents[incident_id] = st

@@ -117,9 +117,16 @@ class IncidentTally:
         else:
             opening = st.opening
             district = opening[3] if opening[3] in self.districts else None
-            key = self._intern(Contribution(status, a.category, district, opening[2],
-                                            a.exempt_reason if status == EXEMPT else None))
-            day = self._intern(DayKey(day_of(a.required_since), status)) if a.required else None
+            # A NamedTuple hashes and compares as the plain tuple of its values, so
+            # the plain tuple finds the interned key: building the NamedTuple is the slow part.
+            interned = self._interned
+            parts = (status, a.category, district, opening[2], a.exempt_reason if status == EXEMPT else None)
+            key = interned.get(parts) or self._intern(Contribution(*parts))
+            if a.required:
+                parts = (day_of(a.required_since), status)
+                day = interned.get(parts) or self._intern(DayKey(*parts))
+            else:
+                day = None
             delay = delay_bucket(a.recorded_at - a.required_since) if status in RECORDED_STATUSES else None
         if day is not st.day:
             shift(self.daily, st.day, day)
