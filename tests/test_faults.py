@@ -89,7 +89,7 @@ def converge(procs: Processes, urls: list[str], expected: dict, timeout: float =
             print(url, "events", (got or {}).get("events"), "incidents", (got or {}).get("incidents"))
         print("expected events", expected["events"], "incidents", expected["incidents"])
         _print_lag(procs.broker.bootstrap)
-        _print_event_stage(procs.broker.bootstrap)
+        _print_event_stage(procs.broker.bootstrap, expected)
         raise
 
 
@@ -123,7 +123,7 @@ def _print_lag(bootstrap: str) -> None:
         print("no lag report:", type(exc).__name__, exc)
 
 
-def _print_event_stage(bootstrap: str) -> None:
+def _print_event_stage(bootstrap: str, expected: dict) -> None:
     """On a failure: input messages that never reached the event stage, and per
     event-stage partition the source positions it was sent against the counts
     its last view record shows (a difference names the partition, and says
@@ -160,6 +160,8 @@ def _print_event_stage(bootstrap: str) -> None:
         consumer.close()
         everywhere = set().union(*sent.values()) if sent else set()
         missing = sorted(inputs - everywhere)
+        print("input messages on the broker:", {side: sum(1 for x in inputs if x[0] == side) for side in side_of.values()},
+              "in the capture:", {side: sum(c.values()) for side, c in expected["events"].items()})
         print("input messages never sent to the event stage:", len(missing), missing[:20])
         for p in range(plan.partitions):
             got = sent.get(p, set())
