@@ -21,7 +21,9 @@ never go missing.
 
 Rebalances: the listener waits for the batch in progress (the lock), so a
 partition is given up only after its last batch is checkpointed and committed;
-a newly assigned stage partition is recovered before its first message.
+a newly assigned stage partition is recovered before its first message is
+applied (records the consumer hands out before that are given back:
+:meth:`Runner._give_back`).
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class Runner:
             else:
                 part = owned.get((plan.stage_of(topic), tp.partition))
                 if part is None:
+                    self._give_back(tp, records[0].offset)
                     continue
                 process = part.process
                 for i, record in enumerate(records):
@@ -178,6 +181,21 @@ class Runner:
             except KafkaError as exc:  # rebalanced meanwhile: positions and checkpoints keep it exact
                 logger.info("commit after a batch failed (%s); the next owner re-reads, nothing counts twice",
                             type(exc).__name__)
+
+    def _give_back(self, tp: TopicPartition, offset: int) -> None:
+        """Records of a stage partition this worker does not own: not applied, and
+        not skipped either. aiokafka hands out a new assignment's records as soon
+        as the group has assigned it, before the assignment callback has
+        recovered the partition (it waits for this batch's lock). The consumer's
+        position has moved past these records; if the partition is assigned
+        here, the position goes back to the first of them, so that the records
+        fetched meanwhile are dropped and none is lost. (Left alone, the next
+        batch would start after them, recovery's seek would come too late for
+        it, and the partition would apply it and then drop these as "before its
+        checkpoint".) A partition that went to another worker needs nothing:
+        its new owner reads from its checkpoint."""
+        if tp in self.consumer.assignment():
+            self.consumer.seek(tp, offset)
 
     def _observe(self, part: StagePartition, before: dict) -> None:
         """Metrics and views for what a partition's batch changed."""
