@@ -33,6 +33,8 @@ class _DirectRouter:
         m.crime.observe(ev.at)
         if m.eager:
             m.incident.flush()
+        else:  # deferred: no alerts to decide, but a notice must not wait for the next settle
+            m.incident.send_notices()
 
     def crime_event(self, ev: CrimeEvent, stale: bool) -> None:
         m = self.m
@@ -41,6 +43,8 @@ class _DirectRouter:
         m.crime.flush()
         if m.eager:
             m.incident.flush()
+        else:
+            m.incident.send_notices()
 
     def link(self, link: Link) -> None:
         self.m.incident.link(link)

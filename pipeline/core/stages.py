@@ -139,6 +139,16 @@ class IncidentStage:
             router.notice(notice)
         return ch
 
+    def send_notices(self) -> None:
+        """Send the *seen* notices decided so far, ahead of the rest of :meth:`flush`
+        (the deferred monitor: a notice must not wait for the next settle, or a
+        watermark jump in between could evict its crime first)."""
+        notices = self.ledger.changes.notices
+        if notices:
+            self.ledger.changes.notices = []
+            for notice in notices:
+                self.router.notice(notice)
+
     def parts(self) -> AuditParts:
         tally = self.ledger.tally
         events = {INCIDENTS: Counter(valid=-self.recounted, duplicate=self.recounted), CRIMES: Counter()}
