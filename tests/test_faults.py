@@ -130,24 +130,36 @@ def _print_event_stage(bootstrap: str, expected: dict) -> None:
     whether a message was not sent, or was sent and not counted)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from pipeline.core.events import Arrival, IncidentEvent, Invalid
+    from pipeline.core.events import Arrival, IncidentEvent, Invalid, Stale
     from pipeline.stream.codec import decode_batch, decode_json
 
     plan = TopicPlan()
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000,
                                  max_partition_fetch_bytes=8 << 20)
-        topics = list(plan.inputs) + [plan.ops("event"), plan.views]
+        topics = list(plan.inputs) + [plan.ops("event"), plan.ops("incident"), plan.views]
         consumer.assign([TopicPartition(t, p) for t in topics for p in range(plan.partitions)])
         consumer.seek_to_beginning()
         side_of = {plan.incidents: "incidents", plan.crimes: "crimes"}
-        inputs, sent, views = set(), {}, {}
+        inputs, sent, views, forwarded = set(), {}, {}, set()
+        opened: dict[int, set] = {}  # incident partition -> incidents with an opened event sent to it
+        incident_views: dict[int, tuple] = {}
         for r in consumer:
             if r.topic in side_of:
                 inputs.add((side_of[r.topic], r.partition, r.offset))
             elif r.topic == plan.views:
                 if r.key and r.key.startswith(b"p:event:") and r.value:
                     views[int(r.key.rsplit(b":", 1)[1])] = (r.partition, r.offset, decode_json(r.value)["e"])
+                elif r.key and r.key.startswith(b"p:incident:") and r.value:
+                    seen = sum(n for k, n in decode_json(r.value)["i"] if k[0] != "unopened")
+                    incident_views[int(r.key.rsplit(b":", 1)[1])] = (r.offset, seen)
+            elif r.topic == plan.ops("incident"):
+                for op in decode_batch(r.value).ops:
+                    event = op.event if type(op) is Stale else op
+                    if type(event) is IncidentEvent:
+                        forwarded.add(event.event_id)
+                        if event.kind == "opened":
+                            opened.setdefault(r.partition, set()).add(event.incident_id)
             else:
                 for op in decode_batch(r.value).ops:
                     if type(op) is Arrival:
@@ -163,6 +175,11 @@ def _print_event_stage(bootstrap: str, expected: dict) -> None:
         print("input messages on the broker:", {side: sum(1 for x in inputs if x[0] == side) for side in side_of.values()},
               "in the capture:", {side: sum(c.values()) for side, c in expected["events"].items()})
         print("input messages never sent to the event stage:", len(missing), missing[:20])
+        print("distinct incident events forwarded to the incident stage:", len(forwarded),
+              "valid incident events expected:", expected["events"]["incidents"]["valid"])
+        for p in range(plan.partitions):
+            print(f"incident[{p}] opened incidents sent", len(opened.get(p, ())),
+                  "seen in its last view record", incident_views.get(p))
         for p in range(plan.partitions):
             got = sent.get(p, set())
             at, off, counts = views.get(p, (None, None, {}))
