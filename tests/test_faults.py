@@ -89,7 +89,7 @@ def converge(procs: Processes, urls: list[str], expected: dict, timeout: float =
             print(url, "events", (got or {}).get("events"), "incidents", (got or {}).get("incidents"))
         print("expected events", expected["events"], "incidents", expected["incidents"])
         _print_lag(procs.broker.bootstrap)
-        _print_event_stage(procs.broker.bootstrap, expected)
+        _print_event_stage(procs.broker.bootstrap, expected, urls[0])
         raise
 
 
@@ -123,7 +123,7 @@ def _print_lag(bootstrap: str) -> None:
         print("no lag report:", type(exc).__name__, exc)
 
 
-def _print_event_stage(bootstrap: str, expected: dict) -> None:
+def _print_event_stage(bootstrap: str, expected: dict, url: str) -> None:
     """On a failure: input messages that never reached the event stage, and per
     event-stage partition the source positions it was sent against the counts
     its last view record shows (a difference names the partition, and says
@@ -143,6 +143,7 @@ def _print_event_stage(bootstrap: str, expected: dict) -> None:
         side_of = {plan.incidents: "incidents", plan.crimes: "crimes"}
         inputs, sent, views, forwarded = set(), {}, {}, set()
         opened: dict[int, set] = {}  # incident partition -> incidents with an opened event sent to it
+        where: dict[str, list] = {}   # incident id -> (kind, partition, offset) of its events in the ops
         incident_views: dict[int, tuple] = {}
         for r in consumer:
             if r.topic in side_of:
@@ -158,6 +159,7 @@ def _print_event_stage(bootstrap: str, expected: dict) -> None:
                     event = op.event if type(op) is Stale else op
                     if type(event) is IncidentEvent:
                         forwarded.add(event.event_id)
+                        where.setdefault(event.incident_id, []).append((event.kind, r.partition, r.offset))
                         if event.kind == "opened":
                             opened.setdefault(r.partition, set()).add(event.incident_id)
             else:
@@ -180,6 +182,16 @@ def _print_event_stage(bootstrap: str, expected: dict) -> None:
         for p in range(plan.partitions):
             print(f"incident[{p}] opened incidents sent", len(opened.get(p, ())),
                   "seen in its last view record", incident_views.get(p))
+            if incident_views.get(p) and incident_views[p][1] != len(opened.get(p, ())):
+                for incident_id in sorted(opened.get(p, ())):
+                    try:
+                        doc = get_json(f"{url}/incidents/{incident_id}")
+                    except OSError as exc:
+                        doc = {"status": f"not found ({exc})"}
+                    if doc.get("status") in (None, "unopened") or str(doc.get("status")).startswith("not found"):
+                        print("  not seen:", incident_id, doc.get("status"), "its ops:", where.get(incident_id),
+                              "held:", [e["event_type"] for e in doc.get("events", [])])
+                _print_changelog(bootstrap, plan.changelog("incident"), p)
         for p in range(plan.partitions):
             got = sent.get(p, set())
             at, off, counts = views.get(p, (None, None, {}))
@@ -188,6 +200,29 @@ def _print_event_stage(bootstrap: str, expected: dict) -> None:
                   "view counts", counted, f"(views[{at}]@{off})")
     except Exception as exc:  # noqa: BLE001 - a diagnostic only
         print("no event-stage report:", type(exc).__name__, exc)
+
+
+def _print_changelog(bootstrap: str, topic: str, partition: int) -> None:
+    """Fences and checkpoints of one changelog partition: (offset, writer, next)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from pipeline.stream.codec import decode_json
+    from pipeline.stream.store import CHECKPOINT_PREFIX, FENCE_PREFIX
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000,
+                             max_partition_fetch_bytes=8 << 20)
+    tp = TopicPartition(topic, partition)
+    consumer.assign([tp])
+    consumer.seek_to_beginning()
+    marks = []
+    for r in consumer:
+        writer = dict(r.headers or []).get("w", b"?").decode()[:6]
+        if r.key and r.key.startswith(FENCE_PREFIX):
+            marks.append(f"fence@{r.offset}:{writer}")
+        elif r.key and r.key.startswith(CHECKPOINT_PREFIX):
+            marks.append(f"cp@{r.offset}:{writer}:next={decode_json(r.value)['next']}")
+    consumer.close()
+    print(f"  {topic}[{partition}]:", " ".join(marks[-60:]))
 
 
 def outputs(broker: LocalBroker, url: str, invalid: int, repeats: bool) -> None:
