@@ -88,6 +88,10 @@ def converge(procs: Processes, urls: list[str], expected: dict, timeout: float =
         for url, got in last.items():
             print(url, "events", (got or {}).get("events"), "incidents", (got or {}).get("incidents"))
         print("expected events", expected["events"], "incidents", expected["incidents"])
+        for name, _proc, log in procs.procs:  # errors anywhere in the logs, not only in their tails
+            bad = [line for line in open(log, errors="replace") if " ERROR " in line or " CRITICAL " in line
+                   or "Traceback" in line]
+            print(f"{name}: {len(bad)} error lines", bad[:5])
         _print_lag(procs.broker.bootstrap)
         _print_event_stage(procs.broker.bootstrap, expected, urls[0])
         raise
