@@ -207,7 +207,8 @@ def _print_event_stage(bootstrap: str, expected: dict, url: str) -> None:
 
 
 def _print_changelog(bootstrap: str, topic: str, partition: int) -> None:
-    """Fences and checkpoints of one changelog partition: (offset, writer, next)."""
+    """The epochs of one changelog partition: each fence with the checkpoints
+    around it (offset, writer, next input offset)."""
     from kafka import KafkaConsumer, TopicPartition
 
     from pipeline.stream.codec import decode_json
@@ -218,15 +219,22 @@ def _print_changelog(bootstrap: str, topic: str, partition: int) -> None:
     tp = TopicPartition(topic, partition)
     consumer.assign([tp])
     consumer.seek_to_beginning()
-    marks = []
+    marks, previous = [], None
     for r in consumer:
         writer = dict(r.headers or []).get("w", b"?").decode()[:6]
         if r.key and r.key.startswith(FENCE_PREFIX):
-            marks.append(f"fence@{r.offset}:{writer}")
+            if previous:  # the last checkpoint before each fence, then the fence
+                marks.append(previous)
+            marks.append(f"FENCE@{r.offset}:{writer}")
+            previous = None
         elif r.key and r.key.startswith(CHECKPOINT_PREFIX):
-            marks.append(f"cp@{r.offset}:{writer}:next={decode_json(r.value)['next']}")
+            previous = f"cp@{r.offset}:{writer}:next={decode_json(r.value)['next']}"
+            if marks and marks[-1].startswith("FENCE"):  # and the first after it
+                marks.append(previous)
+    if previous:
+        marks.append(previous)
     consumer.close()
-    print(f"  {topic}[{partition}]:", " ".join(marks[-60:]))
+    print(f"  {topic}[{partition}]:", " ".join(marks))
 
 
 def outputs(broker: LocalBroker, url: str, invalid: int, repeats: bool) -> None:
