@@ -270,7 +270,7 @@ class IncidentLedger:
         """Recompute one incident: tally, alerts, timer, eviction."""
         w = self._w
         p = self.params
-        a = None if st.opening is None else assess(st.events, st.crimes.values(), p, self.crime_categories)
+        a = self.assess(st)
         if not self.deferred:  # the board and the detail read it; the offline audit does not
             st.assessment = a
         if a is None:
