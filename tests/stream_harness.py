@@ -5,7 +5,8 @@ A scheduler picks which stage partition reads next and how many records;
 between batches it can crash a partition at any of the points a real worker
 can die (before its outputs are sent; after they are sent but before its
 checkpoint; with its state changes written but not their checkpoint; after
-the checkpoint but before the input offsets are committed), or let a zombie
+the checkpoint but before the input offsets are committed; with the new
+owner's consumer positioned past the checkpoint), or let a zombie
 (an owner that has not noticed it was replaced) finish its batch after the new
 owner's fence; and recover the partition from its changelog with the store's
 own rules (:func:`pipeline.stream.store.read_changelog`). It can also re-read
@@ -106,7 +107,10 @@ class Harness:
         topic = self.settings.app_id + f"-{stage}-ops"
         end = min(len(self.ops[key]), self.position[key] + self.rng.randint(1, 6))
         for offset in range(self.position[key], end):
-            part.process(Record(topic, p, offset, None, self.ops[key][offset]), lambda *a: self.errors.append(a))
+            if not part.process(Record(topic, p, offset, None, self.ops[key][offset]),
+                                lambda *a: self.errors.append(a)):
+                end = part.next_offset  # a gap: the runner seeks back to the partition's next offset
+                break
         if crash == "before_outputs":
             self._recover(key)
             return True
@@ -132,6 +136,11 @@ class Harness:
         self.position[key] = end
         if crash == "after_checkpoint":  # the committed offset lags: the checkpoint's position wins
             self._recover(key)
+        elif crash == "ahead":  # the consumer's position runs ahead of the checkpoint (a handover race)
+            self._recover(key)
+            ahead = self.position[key] + self.rng.randint(1, 4)
+            if ahead < len(self.ops[key]):  # a record past the gap is there to be fetched
+                self.position[key] = ahead
         return True
 
     def broadcast(self) -> None:
@@ -154,7 +163,7 @@ class Harness:
         if self.rng.random() < self.crash_rate:
             self.crashes += 1
             return self.rng.choice(("before_outputs", "before_checkpoint", "mid_checkpoint", "after_checkpoint",
-                                    "zombie"))
+                                    "zombie", "ahead"))
         return None
 
     def run(self) -> None:

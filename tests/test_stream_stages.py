@@ -151,6 +151,46 @@ def test_a_worker_logs_its_assignment_in_one_line():
     assert _describe([]) == "nothing"
 
 
+class _Outbox:
+    async def send(self, *a, **k):
+        return None
+
+    async def send_records(self, *a, **k):
+        return None
+
+    async def flush(self):
+        return None
+
+
+class _Views:
+    async def send(self):
+        return 0
+
+
+class _Consumer:
+    def __init__(self, assigned):
+        self.assigned, self.seeks, self.commits = set(assigned), [], []
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+
+    async def commit(self, offsets):
+        self.commits.append(offsets)
+
+
+def _runner(assigned):
+    from pipeline.settings import Settings
+    from pipeline.stream.metrics import Metrics
+    from pipeline.stream.runner import Runner
+
+    runner = Runner(Settings(), Metrics(), _Outbox(), _Views(), {}, "w")
+    runner.consumer = _Consumer(assigned)
+    return runner
+
+
 def test_records_of_a_partition_assigned_but_not_yet_recovered_are_given_back():
     """aiokafka hands out a new assignment's records before the assignment
     callback has recovered the partition. Such records must not be skipped:
@@ -162,39 +202,41 @@ def test_records_of_a_partition_assigned_but_not_yet_recovered_are_given_back():
 
     from aiokafka import TopicPartition
 
-    from pipeline.settings import Settings
-    from pipeline.stream.metrics import Metrics
-    from pipeline.stream.runner import Runner
-
-    class Outbox:
-        async def send(self, *a, **k):
-            return None
-
-        async def flush(self):
-            return None
-
-    class Views:
-        async def send(self):
-            return 0
-
-    class Consumer:
-        def __init__(self, assigned):
-            self.assigned, self.seeks, self.commits = set(assigned), [], []
-
-        def assignment(self):
-            return set(self.assigned)
-
-        def seek(self, tp, offset):
-            self.seeks.append((tp, offset))
-
-        async def commit(self, offsets):
-            self.commits.append(offsets)
-
     mine, gone = TopicPartition("cdiwatch-event-ops", 2), TopicPartition("cdiwatch-incident-ops", 5)
-    runner = Runner(Settings(), Metrics(), Outbox(), Views(), {}, "w")
-    runner.consumer = consumer = Consumer([mine])
+    runner = _runner([mine])
+    consumer = runner.consumer
     batch = {mine: [Record(mine.topic, 2, o, None, b"") for o in (40, 41, 42)],
              gone: [Record(gone.topic, 5, o, None, b"") for o in (7, 8)]}
     asyncio.run(runner.process(batch))
     assert consumer.seeks == [(mine, 40)]  # given back; the partition that left is not sought
     assert consumer.commits == []          # nothing of them is marked done
+
+
+def test_a_stage_record_past_the_checkpoint_sends_the_consumer_back_to_it():
+    """The consumer's position can run ahead of an owned partition's
+    checkpoint (a committed offset ahead of it, a fetch raced by a handover).
+    Records past the gap are not applied and the position goes back to the
+    checkpoint's ``next``; nothing after it is committed. The same gap again
+    means retention removed those records: the partition goes on after it."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from pipeline.stream.partitions import EventPartition
+    from pipeline.stream.store import Recovered
+
+    tp = TopicPartition("cdiwatch-event-ops", 2)
+    runner = _runner([tp])
+    consumer = runner.consumer
+    part = EventPartition(2, runner.config, runner.router)
+    part.load(Recovered(next_offset=40))
+    runner.owned[("event", 2)] = part
+    runner.store.tokens[(runner.plan.changelog("event"), 2)] = b"token"
+    late = {tp: [Record(tp.topic, 2, o, None, b"") for o in (43, 44)]}
+    asyncio.run(runner.process(late))
+    assert consumer.seeks == [(tp, 40)] and part.next_offset == 40 and not part.dirty
+    assert consumer.commits in ([], [{tp: 40}])  # never past what is applied
+    asyncio.run(runner.process(late))  # fetched from 40 again, and 40..42 are still not there
+    assert consumer.seeks[-1] == (tp, 43) and part.next_offset == 43 and part.dirty is False
+    assert consumer.commits[-1] == {tp: 43}
+

@@ -1,9 +1,10 @@
 """One owned partition of one stage: a core stage, its input position, its changelog.
 
 Responsibilities:
-- apply the records of the stage's input partition in order, each message
-  through the core stage, a failing message caught, dead-lettered as a
-  ``processing_error`` and skipped (:meth:`StagePartition.process`);
+- apply the records of the stage's input partition in order and without a
+  gap, each message through the core stage, a failing message caught,
+  dead-lettered as a ``processing_error`` and skipped
+  (:meth:`StagePartition.process`);
 - after a batch, say what to persist: the changed state records and the
   checkpoint (meta and next input offset) (:meth:`StagePartition.collect`);
 - rebuild from a recovered changelog (:meth:`StagePartition.load`).
@@ -45,14 +46,23 @@ class StagePartition:
     def __init__(self, partition: int, stage) -> None:
         self.partition = partition
         self.stage = stage
-        self.next_offset: int | None = None
+        self.next_offset = 0  # the offset of the next record to apply (a checkpoint's ``next``)
         self.dirty = False
 
-    def process(self, record, on_error: ErrorHandler) -> None:
-        """Apply one record of the stage's input partition."""
-        if self.next_offset is not None and record.offset < self.next_offset:
-            return  # applied before the checkpoint this partition was recovered from
-        self.next_offset = record.offset + 1
+    def process(self, record, on_error: ErrorHandler) -> bool:
+        """Apply one record of the stage's input partition; False (and nothing
+        done) when it comes after records not applied yet.
+
+        A stage partition's offsets have no holes (no compaction, no
+        transactions), so a record past :attr:`next_offset` means the
+        consumer's position ran ahead of this partition's checkpoint: applying
+        it would lose the records between. The caller seeks back instead."""
+        offset = record.offset
+        if offset != self.next_offset:
+            if offset < self.next_offset:
+                return True  # applied before the checkpoint this partition was recovered from
+            return False
+        self.next_offset = offset + 1
         self.dirty = True
         try:
             batch = decode_batch(record.value)
@@ -69,6 +79,14 @@ class StagePartition:
         # applies under the watermark of what was read before it, so an
         # incident's own late event keeps it alive instead of finding it evicted.
         self.stage.observe(batch.t)
+        return True
+
+    def skip_to(self, offset: int) -> None:
+        """The records before ``offset`` are gone from the log (retention removed
+        them before this partition applied them): go on from ``offset``."""
+        if offset > self.next_offset:
+            self.next_offset = offset
+            self.dirty = True
 
     def dispatch(self, op) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -118,7 +136,7 @@ class EventPartition(StagePartition):
                 side, event_id = sides[chr(key[2])], key[4:].decode("utf-8")
                 ids.append((side, event_id, _int_decoder.decode(value)))
         self.stage.load(ids, rec.meta)
-        self.next_offset = rec.next_offset
+        self.next_offset = rec.next_offset or 0
 
     def counts(self) -> dict[str, Counter]:
         return self.stage.ids.counts
@@ -162,7 +180,7 @@ class IncidentPartition(StagePartition):
                   for key, value in rec.values.items() if key.startswith(b"i:")}
         self.stage.load(states, rec.meta)
         self.stage.ledger.drain()
-        self.next_offset = rec.next_offset
+        self.next_offset = rec.next_offset or 0
 
     def max_time(self) -> int | None:
         return self.stage.ledger.max_time
@@ -203,7 +221,7 @@ class CrimePartition(StagePartition):
                   for key, value in rec.values.items() if key.startswith(b"c:")}
         self.stage.load(states, rec.meta)
         self.stage.ledger.drain()
-        self.next_offset = rec.next_offset
+        self.next_offset = rec.next_offset or 0
 
     def max_time(self) -> int | None:
         return self.stage.ledger.max_time

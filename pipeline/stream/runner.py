@@ -23,7 +23,10 @@ Rebalances: the listener waits for the batch in progress (the lock), so a
 partition is given up only after its last batch is checkpointed and committed;
 a newly assigned stage partition is recovered before its first message is
 applied (records the consumer hands out before that are given back:
-:meth:`Runner._give_back`).
+:meth:`Runner._give_back`), and the consumer reads it from its checkpoint's
+``next``, never from the group's committed offset. A stage partition applies
+its records without a gap: a record past the next one it expects sends the
+consumer back (:meth:`Runner._gap`).
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class Runner:
         self.last_batch = 0.0
         self.stopping = False
         self.fault = FaultPlan(settings.test_fault)
+        self._gaps: dict[TopicPartition, tuple[int, int]] = {}  # the last gap seen per stage partition
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -147,9 +151,14 @@ class Runner:
                     continue
                 process = part.process
                 for i, record in enumerate(records):
-                    process(record, self._stage_error)
+                    if not process(record, self._stage_error):
+                        self._gap(tp, part, record.offset)
+                        break
                     if i & 7 == 7:  # a stage record can hold thousands of messages
                         await asyncio.sleep(0)
+                self.consumed[topic] += len(records)
+                commits[tp] = part.next_offset
+                continue
             self.consumed[topic] += len(records)
             commits[tp] = records[-1].offset + 1
         dirty = [p for p in owned.values() if p.dirty]
@@ -196,6 +205,26 @@ class Runner:
         its new owner reads from its checkpoint."""
         if tp in self.consumer.assignment():
             self.consumer.seek(tp, offset)
+
+    def _gap(self, tp: TopicPartition, part: StagePartition, offset: int) -> None:
+        """A stage partition got a record past the next one it must apply: the
+        consumer's position ran ahead of the partition's checkpoint. The
+        position goes back to the checkpoint's ``next``, and the records from
+        the gap on wait for the refetch. The same gap twice means the log no
+        longer has those records (retention): the partition goes on after it,
+        with a warning, rather than wait forever."""
+        expected = part.next_offset
+        if self._gaps.get(tp) == (expected, offset):
+            del self._gaps[tp]
+            logger.warning("%s[%d]: records %d to %d are no longer in the log; going on from %d",
+                           tp.topic, tp.partition, expected, offset - 1, offset)
+            part.skip_to(offset)
+            self.consumer.seek(tp, offset)
+            return
+        self._gaps[tp] = (expected, offset)
+        logger.warning("%s[%d]: got offset %d before %d..%d were applied; reading again from %d",
+                       tp.topic, tp.partition, offset, expected, offset - 1, expected)
+        self.consumer.seek(tp, expected)
 
     def _observe(self, part: StagePartition, before: dict) -> None:
         """Metrics and views for what a partition's batch changed."""
@@ -330,8 +359,8 @@ class Runner:
             # event loop (heartbeats: the group must not think us dead) keeps turning.
             await asyncio.to_thread(part.load, rec)
             self.owned[(stage, p)] = part
-            if rec.next_offset is not None:
-                self.consumer.seek(TopicPartition(self.plan.ops(stage), p), rec.next_offset)
+            # From the checkpoint, never from the group's committed offset (it may be ahead).
+            self.consumer.seek(TopicPartition(self.plan.ops(stage), p), part.next_offset)
             if isinstance(part, IncidentPartition):
                 self.views.take_over(p, part.stage.ledger)
             self.views.owner(stage, p, self.settings.advertised_url, self.worker_id)
