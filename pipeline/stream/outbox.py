@@ -89,17 +89,29 @@ class Outbox:
             self._pending.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def flush(self) -> None:
-        """Wait until every record sent so far is acknowledged; raise if one failed."""
-        if self.producer is None:
+        """Wait until every record sent so far, by anyone, is acknowledged; raise
+        if one failed.
+
+        Several tasks share the producer (the runner, the views reader): each
+        flush waits for everything sent before it, not only for what no other
+        flush has taken, so that no caller goes on before its records are
+        durable. A failed write stays in the list: every later flush raises too."""
+        if self.producer is None or not self._pending:
             return
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
+        pending = list(self._pending)
         await self.producer.flush()
         for fut in pending:
             if not fut.done():
                 await asyncio.wait([fut])
-            exc = fut.exception()
+        self._pending = [f for f in self._pending if not f.done() or _failure(f) is not None]
+        for fut in pending:
+            exc = _failure(fut)
             if exc is not None:
                 raise OutboxError(f"a write to the broker failed: {type(exc).__name__}: {exc}") from exc
         self.last_ack = asyncio.get_running_loop().time()
+
+
+def _failure(fut: asyncio.Future) -> BaseException | None:
+    if fut.cancelled():
+        return asyncio.CancelledError("the write was cancelled")
+    return fut.exception()

@@ -1,0 +1,73 @@
+"""The worker's one producer (pipeline/stream/outbox.py): a flush returns only
+once everything sent before it is acknowledged, whoever else flushes too."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline.stream.outbox import Outbox, OutboxError
+
+
+class _Producer:
+    """Acknowledges only when told to; its own flush waits for nothing."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future] = []
+
+    async def send(self, topic, value=None, key=None, partition=None, headers=None):
+        fut = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        return fut
+
+    async def flush(self):
+        return None
+
+    def ack(self, error: BaseException | None = None) -> None:
+        for fut in self.futures:
+            if not fut.done():
+                fut.set_exception(error) if error else fut.set_result(None)
+
+
+def _outbox() -> tuple[Outbox, _Producer]:
+    outbox = Outbox({}, "test")
+    outbox.producer = producer = _Producer()
+    return outbox, producer
+
+
+def test_a_flush_waits_for_records_another_flush_is_waiting_for():
+    """The views reader flushes its fence while the runner flushes its
+    outputs: the runner's flush must not return before the runner's records
+    are acknowledged (it writes its checkpoint next)."""
+
+    async def scenario():
+        outbox, producer = _outbox()
+        await outbox.send("t", b"the runner's output")
+        views = asyncio.ensure_future(outbox.flush())
+        await asyncio.sleep(0)
+        runner = asyncio.ensure_future(outbox.flush())
+        await asyncio.sleep(0.01)
+        waiting = not runner.done() and not views.done()
+        producer.ack()
+        await asyncio.gather(runner, views)
+        return waiting, outbox._pending
+
+    waiting, left = asyncio.run(scenario())
+    assert waiting
+    assert left == []
+
+
+def test_a_failed_write_fails_every_flush_after_it():
+    async def scenario():
+        outbox, producer = _outbox()
+        await outbox.send("t", b"lost")
+        producer.ack(RuntimeError("broker said no"))
+        errors = []
+        for _ in range(2):
+            with pytest.raises(OutboxError, match="broker said no"):
+                await outbox.flush()
+            errors.append(True)
+        return errors
+
+    assert asyncio.run(scenario()) == [True, True]
