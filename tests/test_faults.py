@@ -19,6 +19,8 @@ shows up one run in three is a failure. ``CDI_FAULT_SEED`` replays a run.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import random
 import signal
@@ -84,17 +86,29 @@ def converge(procs: Processes, urls: list[str], expected: dict, timeout: float =
 
     try:
         procs.wait_until("every worker's /audit to equal the offline audit", check, timeout=timeout)
-    except BaseException:
-        for url, got in last.items():
-            print(url, "events", (got or {}).get("events"), "incidents", (got or {}).get("incidents"))
-        print("expected events", expected["events"], "incidents", expected["incidents"])
-        for name, _proc, log in procs.procs:  # errors anywhere in the logs, not only in their tails
-            bad = [line for line in open(log, errors="replace") if " ERROR " in line or " CRITICAL " in line
-                   or "Traceback" in line]
-            print(f"{name}: {len(bad)} error lines", bad[:5])
-        _print_lag(procs.broker.bootstrap)
-        _print_event_stage(procs.broker.bootstrap, expected, urls[0])
-        raise
+    except BaseException as exc:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            for url, got in last.items():
+                print(url, "differs:", "; ".join(_differences(got or {}, expected)) or "nothing")
+            for name, _proc, log in procs.procs:  # errors and warnings anywhere in the logs
+                bad = [line.rstrip() for line in open(log, errors="replace")
+                       if " ERROR " in line or " CRITICAL " in line or "Traceback" in line
+                       or (" WARNING " in line and "pipeline." in line)]
+                print(f"{name}: {len(bad)} error or warning lines", bad[:8])
+            _print_lag(procs.broker.bootstrap)
+            _print_event_stage(procs.broker.bootstrap, expected, urls[0])
+        print(out.getvalue())
+        # The diagnosis goes last in the failure message: a CI record keeps the tail.
+        pytest.fail(f"{exc}\n--- diagnosis (CDI_FAULT_SEED={SEED}):\n{out.getvalue()}", pytrace=False)
+
+
+def _differences(got: dict, expected: dict, path: str = "") -> list[str]:
+    """``events.incidents.valid 17406 != 17408``: every leaf where an audit differs from the offline one."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        return [d for key in sorted(set(expected) | set(got))
+                for d in _differences(got.get(key), expected.get(key), f"{path}.{key}" if path else key)]
+    return [] if got == expected else [f"{path} {got!r} != {expected!r}"]
 
 
 def _print_lag(bootstrap: str) -> None:
