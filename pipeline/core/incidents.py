@@ -34,9 +34,10 @@ from .tally import Contribution, IncidentTally, Transition
 from .times import watermark
 from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED, StateLimit
 
-__all__ = ["IncidentLedger", "IncidentState", "IncidentChanges", "Opening", "BoardEntry"]
+__all__ = ["IncidentLedger", "IncidentState", "IncidentChanges", "BoardEntry"]
 
 _NEVER = -(1 << 63)
+_NO_CRIMES: dict = {}  # shared by every incident no crime links yet; replaced, never written to
 
 
 class BoardEntry(NamedTuple):
@@ -54,49 +55,45 @@ class BoardEntry(NamedTuple):
     reason: str | None  # the exemption reason of a downgrade
 
 
-class Opening(tuple):
-    """(occurred_at, event_id, channel, district) of an incident's first ``opened`` event."""
-
-    __slots__ = ()
-
-    def __new__(cls, at: int, event_id: str, channel: str, district: str) -> "Opening":
-        return tuple.__new__(cls, (at, event_id, channel, district))
-
-    at = property(lambda self: self[0])
-    event_id = property(lambda self: self[1])
-    channel = property(lambda self: self[2])
-    district = property(lambda self: self[3])
-
-
 @dataclass(slots=True)
 class IncidentState:
     """What the ledger remembers of one incident id.
 
-    Persisted: ``events`` (sorted, decision order), ``opening``, ``flags``
-    (sorted, unique), ``crimes`` (crime id -> recording time or None) and
-    ``alerts`` (kinds sent). The rest is derived and rebuilt on load.
+    Persisted: ``events`` (sorted, decision order), ``flags`` (sorted,
+    unique), ``crimes`` (crime id -> recording time or None) and ``alerts``
+    (kinds sent). The rest is derived and rebuilt on load. ``opening`` is the
+    first ``opened`` event (by time, then event id), one of ``events``.
+
+    A worker holds one of these per open incident (hundreds of thousands), so
+    what most incidents never fill stays shared until it is: ``flags`` and
+    ``alerts`` are tuples (usually the empty one), ``crimes`` the shared empty
+    dict until a crime links the incident.
     """
 
     events: list = field(default_factory=list)
-    opening: Opening | None = None
-    flags: list = field(default_factory=list)
-    crimes: dict = field(default_factory=dict)
-    alerts: list = field(default_factory=list)
+    opening: IncidentEvent | None = None
+    flags: tuple = ()
+    crimes: dict = field(default_factory=lambda: _NO_CRIMES)
+    alerts: tuple = ()
     # derived
     key: Contribution | None = None
     day: tuple | None = None        # tally.DayKey
     delay: int | None = None        # tally delay bucket
-    assessment: Assessment | None = None
+    required_since: int | None = None  # eager mode: the board's and the alerts' §3 point (deadline = it + 24 h)
     timer: int | None = None
     last: int = 0  # latest event or recording time, for eviction
 
     def persisted(self) -> tuple:
-        return (self.events, self.opening, self.flags, self.crimes, self.alerts)
+        o = self.opening
+        opening = None if o is None else (o.at, o.event_id, o.channel, o.district)
+        return (self.events, opening, self.flags, self.crimes, self.alerts)
 
     @classmethod
     def restore(cls, t: tuple) -> "IncidentState":
-        events, opening, flags, crimes, alerts = t
-        st = cls(list(events), Opening(*opening) if opening else None, list(flags), dict(crimes), list(alerts))
+        events, _opening, flags, crimes, alerts = t  # the opening is found again among the events
+        opened = [ev for ev in events if ev.kind == "opened"]
+        st = cls(list(events), min(opened) if opened else None, tuple(flags), dict(crimes) if crimes else _NO_CRIMES,
+                 tuple(alerts))
         st.last = st.last_activity()
         return st
 
@@ -174,18 +171,18 @@ class IncidentLedger:
                              f"one incident may hold; event {ev.event_id[:80]!r} not applied")
         was_seen = st.opening is not None
         events = st.events
-        if not events or ev > events[-1]:
+        if not events:
+            st.events = [ev]  # one slot: most incidents are evicted with the one event they have
+        elif ev > events[-1]:
             events.append(ev)
         else:
             bisect.insort(events, ev)
         if ev.at > st.last:
             st.last = ev.at
-        if ev.kind == "opened" and (st.opening is None or (ev.at, ev.event_id) < st.opening[:2]):
-            st.opening = Opening(ev.at, ev.event_id, ev.channel, ev.district)
-        for flag in ev.flags:
-            if flag not in st.flags:
-                st.flags.append(flag)
-                st.flags.sort()
+        if ev.kind == "opened" and (st.opening is None or ev < st.opening):  # (time, event id) decide
+            st.opening = ev
+        if ev.flags and not set(ev.flags).issubset(st.flags):
+            st.flags = tuple(sorted({*st.flags, *ev.flags}))
         if not was_seen and st.opening is not None and st.crimes:
             self.changes.notices.extend(Notice(c, incident_id) for c in st.crimes)
         if self.max_time is None or ev.at > self.max_time:
@@ -208,6 +205,8 @@ class IncidentLedger:
         old = st.crimes.get(crime_id)
         if known and (recorded_at is None or (old is not None and old <= recorded_at)):
             return
+        if st.crimes is _NO_CRIMES:
+            st.crimes = {}
         st.crimes[crime_id] = recorded_at
         if recorded_at is not None and recorded_at > st.last:
             st.last = recorded_at
@@ -271,8 +270,8 @@ class IncidentLedger:
         w = self._w
         p = self.params
         a = self.assess(st)
-        if not self.deferred:  # the board and the detail read it; the offline audit does not
-            st.assessment = a
+        if not self.deferred:  # the board reads it; the offline audit has no board
+            st.required_since = None if a is None else a.required_since
         if a is None:
             status = UNOPENED if st.events else None
         else:
@@ -307,10 +306,10 @@ class IncidentLedger:
 
     def _alert(self, incident_id: str, st: IncidentState, a: Assessment, status: str, kind: str) -> None:
         """Decide one alert: each kind once per incident (``st.alerts`` remembers)."""
-        st.alerts.append(kind)
+        st.alerts += (kind,)
         opening = st.opening
         self.changes.alerts.append(Alert(
-            kind, incident_id, a.category, opening.district, opening.channel, tuple(st.flags),
+            kind, incident_id, a.category, opening.district, opening.channel, st.flags,
             a.required_since, a.deadline, self.watermark,
             tuple(sorted(c for c, t in st.crimes.items() if t is not None)),
             status if kind == "resolved" else None,
@@ -329,9 +328,9 @@ class IncidentLedger:
             status, reason = "downgraded", key.reason
         else:
             return None
-        a, opening = st.assessment, st.opening
-        return BoardEntry(incident_id, status, a.category, opening.district, opening.channel, tuple(st.flags),
-                          a.required_since, a.deadline, reason)
+        since, opening = st.required_since, st.opening
+        return BoardEntry(incident_id, status, key.category, opening.district, opening.channel, st.flags,
+                          since, since + self.params.recording_deadline, reason)
 
     # ------------------------------------------------------------- persistence
     def load(self, states: dict[str, IncidentState], meta: dict | None) -> None:

@@ -116,11 +116,11 @@ class IncidentTally:
             key, day, delay = UNOPENED_KEY, None, None
         else:
             opening = st.opening
-            district = opening[3] if opening[3] in self.districts else None
+            district = opening.district if opening.district in self.districts else None
             # A NamedTuple hashes and compares as the plain tuple of its values, so
             # the plain tuple finds the interned key: building the NamedTuple is the slow part.
             interned = self._interned
-            parts = (status, a.category, district, opening[2], a.exempt_reason if status == EXEMPT else None)
+            parts = (status, a.category, district, opening.channel, a.exempt_reason if status == EXEMPT else None)
             key = interned.get(parts) or self._intern(Contribution(*parts))
             if a.required:
                 parts = (day_of(a.required_since), status)
