@@ -53,6 +53,11 @@ def board_value(e: BoardEntry) -> bytes:
     return encode_json(list(e))
 
 
+#: At most this many distinct values are shared between board entries (the
+#: vocabularies have some tens; a cap keeps a bad record stream from growing it).
+_SHARED_MAX = 10_000
+
+
 class ViewPublisher:
     """The owner's side: what changed in the partitions it owns, as view records.
 
@@ -64,7 +69,10 @@ class ViewPublisher:
         self.topic = topic
         self.partitions = partitions
         self.outbox = outbox
-        self.published: dict[int, dict[str, BoardEntry]] = {}
+        # incident id -> the hash of the entry last published for it, per owned
+        # partition: a hash, not the entry, as this is kept for every open
+        # incident (two different entries alike in 64 bits: odds of 2**-64).
+        self.published: dict[int, dict[str, int]] = {}
         self._parts_sent: dict[tuple[str, int], bytes] = {}
         self._records: list[tuple[bytes, bytes | None]] = []
 
@@ -73,13 +81,14 @@ class ViewPublisher:
         shown = self.published.setdefault(partition, {})
         for incident_id in incident_ids:
             entry = ledger.board_entry(incident_id)
-            if entry != shown.get(incident_id):
+            fingerprint = None if entry is None else hash(entry)
+            if fingerprint != shown.get(incident_id):
                 key = b"o:" + incident_id.encode("utf-8")
                 if entry is None:
                     del shown[incident_id]
                     self._records.append((key, None))
                 else:
-                    shown[incident_id] = entry
+                    shown[incident_id] = fingerprint
                     self._records.append((key, board_value(entry)))
 
     def take_over(self, partition: int, ledger: IncidentLedger) -> None:
@@ -134,6 +143,7 @@ class ClusterView:
         self.owners: dict[tuple[str, int], dict] = {}
         self.feeds: dict[tuple[str, int], float] = {}
         self.board = BoardIndex()
+        self._shared: dict = {}  # value -> the one copy the board entries share
         self.loaded = asyncio.Event()
         self.records = 0
         self.errors: Counter = Counter()
@@ -149,7 +159,7 @@ class ClusterView:
                 if value is None:
                     self.board.remove(incident_id)
                 else:
-                    self.board.put(BoardEntry(*decode_json(value)))
+                    self.board.put(self._board_entry(incident_id, value))
             elif kind == b"p":
                 stage, p = rest.decode().rsplit(":", 1)
                 if value is None:
@@ -203,6 +213,24 @@ class ClusterView:
                     logger.info("views: %d records read in %.1f s", self.records, time.monotonic() - t0)
         finally:
             await consumer.stop()
+
+    def _board_entry(self, incident_id: str, value: bytes) -> BoardEntry:
+        """A board record's entry, its few distinct values (status, category,
+        district, channel, flags, reason) shared between entries: the index
+        holds one entry per open incident of the whole cluster, and a decoded
+        copy of each would cost more than the entry itself."""
+        _id, status, category, district, channel, flags, since, deadline, reason = decode_json(value)
+        share = self._share
+        return BoardEntry(incident_id, share(status), share(category), share(district), share(channel),
+                          share(tuple(flags)), since, deadline, share(reason))
+
+    def _share(self, value):
+        shared = self._shared.get(value)
+        if shared is None:
+            if len(self._shared) >= _SHARED_MAX:
+                return value
+            shared = self._shared[value] = value
+        return shared
 
     def owner_url(self, stage: str, partition: int) -> str | None:
         return (self.owners.get((stage, partition)) or {}).get("url")
