@@ -1,0 +1,54 @@
+"""The cluster view's records (pipeline/stream/views.py) without a broker: what an
+owner publishes is what every reader's board index holds, changes only, and a
+malformed record is counted, never raised."""
+
+from __future__ import annotations
+
+from pipeline.core.incidents import BoardEntry
+from pipeline.stream.views import ClusterView, ViewPublisher
+
+
+class _Ledger:
+    def __init__(self, entries: dict[str, BoardEntry]) -> None:
+        self.entries = entries
+
+    def board_entry(self, incident_id: str) -> BoardEntry | None:
+        return self.entries.get(incident_id)
+
+
+def _entry(i: int, status: str = "overdue") -> BoardEntry:
+    return BoardEntry(f"KNT-{i:06d}", status, "rape", "Medway", "999", ("domestic_abuse",), 1_000 + i, 2_000 + i,
+                      None)
+
+
+def _read(view: ClusterView, publisher: ViewPublisher) -> int:
+    records, publisher._records = publisher._records, []
+    for key, value in records:
+        view.apply(key, value)
+    return len(records)
+
+
+def test_readers_hold_what_the_owner_published_and_only_changes_travel():
+    ledger = _Ledger({e.incident_id: e for e in (_entry(i) for i in range(50))})
+    publisher, view = ViewPublisher("v", 6, None), ClusterView("v", 6, {}, "r", None)
+    publisher.board(0, ledger, list(ledger.entries))
+    assert _read(view, publisher) == 50
+    assert view.board.entries == ledger.entries
+    first, second = view.board.entries["KNT-000001"], view.board.entries["KNT-000002"]
+    assert first.category is second.category and first.flags is second.flags  # shared, not copied per entry
+
+    publisher.board(0, ledger, list(ledger.entries))
+    assert _read(view, publisher) == 0  # nothing changed, nothing sent
+    ledger.entries["KNT-000003"] = _entry(3, "pending")
+    del ledger.entries["KNT-000004"]
+    publisher.board(0, ledger, ["KNT-000003", "KNT-000004", "KNT-000005"])
+    assert _read(view, publisher) == 2
+    assert view.board.entries == ledger.entries
+
+
+def test_a_malformed_board_record_is_counted_and_skipped():
+    view = ClusterView("v", 6, {}, "r", None)
+    for value in (b"[1, 2]", b'["x", "overdue", ["not", "hashable"], null, null, [], 1, 2, null]', b"{",
+                  b'["x", "overdue", null, null, null, 5, 1, 2, null]'):
+        view.apply(b"o:KNT-1", value)
+    assert len(view.board) == 0 and sum(view.errors.values()) == 4
