@@ -54,9 +54,10 @@ class StagePartition:
         done) when it comes after records not applied yet.
 
         A stage partition's offsets have no holes (no compaction, no
-        transactions), so a record past :attr:`next_offset` means the
-        consumer's position ran ahead of this partition's checkpoint: applying
-        it would lose the records between. The caller seeks back instead."""
+        transactions), so a record past :attr:`next_offset` came early (the
+        consumer's position ran ahead of this partition's checkpoint, or the
+        broker served it before the one below it): applying it would lose the
+        records between. The caller reads them again instead."""
         offset = record.offset
         if offset != self.next_offset:
             if offset < self.next_offset:
