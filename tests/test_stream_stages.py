@@ -240,7 +240,7 @@ def test_a_stage_record_past_the_checkpoint_sends_the_consumer_back_to_it():
     late = {tp: [Record(tp.topic, 2, o, None, b"") for o in (43, 44)]}
     asyncio.run(runner.process(late))
     assert consumer.seeks == [(tp, 40)] and part.next_offset == 40 and not part.dirty
-    assert consumer.commits in ([], [{tp: 40}])  # never past what is applied
+    assert consumer.commits == [{tp: 40}]  # the checkpoint's position, never past what is applied
     asyncio.run(runner.process(late))  # the same gap again: still read again, never skipped
     assert consumer.seeks[-1] == (tp, 40) and part.next_offset == 40
     consumer.log_start = 43  # retention removed 40..42

@@ -61,7 +61,7 @@ class IncidentState:
 
     Persisted: ``events`` (sorted, decision order), ``flags`` (sorted,
     unique), ``crimes`` (crime id -> recording time or None) and ``alerts``
-    (kinds sent). The rest is derived and rebuilt on load. ``opening`` is the
+    (kinds sent). The rest is derived and rebuilt on load: ``opening`` is the
     first ``opened`` event (by time, then event id), one of ``events``.
 
     A worker holds one of these per open incident (hundreds of thousands), so
@@ -84,13 +84,11 @@ class IncidentState:
     last: int = 0  # latest event or recording time, for eviction
 
     def persisted(self) -> tuple:
-        o = self.opening
-        opening = None if o is None else (o.at, o.event_id, o.channel, o.district)
-        return (self.events, opening, self.flags, self.crimes, self.alerts)
+        return (self.events, self.flags, self.crimes, self.alerts)
 
     @classmethod
     def restore(cls, t: tuple) -> "IncidentState":
-        events, _opening, flags, crimes, alerts = t  # the opening is found again among the events
+        events, flags, crimes, alerts = t
         opened = [ev for ev in events if ev.kind == "opened"]
         st = cls(list(events), min(opened) if opened else None, tuple(flags), dict(crimes) if crimes else _NO_CRIMES,
                  tuple(alerts))

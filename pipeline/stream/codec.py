@@ -45,8 +45,7 @@ def decode_batch(data: bytes) -> OpBatch:
 
 
 # ------------------------------------------------------------------ changelog values
-_IncidentTuple = tuple[list[IncidentEvent], Optional[tuple[int, str, str, str]], list[str],
-                       dict[str, Optional[int]], list[str]]
+_IncidentTuple = tuple[list[IncidentEvent], list[str], dict[str, Optional[int]], list[str]]
 _CrimeTuple = tuple[list[str], Optional[int], list[str], list[str], bool, bool, int]
 _encoder = msgspec.msgpack.Encoder()
 _incident_decoder = msgspec.msgpack.Decoder(_IncidentTuple)

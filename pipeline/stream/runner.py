@@ -143,6 +143,7 @@ class Runner:
                 await asyncio.sleep(0)  # let heartbeats and HTTP in between large slices of work
                 self.feeds[(topic, tp.partition)] = now
                 self.metrics.last_received.labels(topic).set(now)
+                commits[tp] = records[-1].offset + 1
             else:
                 part = owned.get((plan.stage_of(topic), tp.partition))
                 if part is None:
@@ -155,11 +156,8 @@ class Runner:
                         break
                     if i & 7 == 7:  # a stage record can hold thousands of messages
                         await asyncio.sleep(0)
-                self.consumed[topic] += len(records)
-                commits[tp] = part.next_offset
-                continue
+                commits[tp] = part.next_offset  # never past what is applied
             self.consumed[topic] += len(records)
-            commits[tp] = records[-1].offset + 1
         dirty = [p for p in owned.values() if p.dirty]
         changes = {}
         for part in dirty:
