@@ -71,3 +71,23 @@ def test_a_failed_write_fails_every_flush_after_it():
         return errors
 
     assert asyncio.run(scenario()) == [True, True]
+
+
+@pytest.mark.parametrize("headers", [(), [("w", b"writer-token")]])
+def test_a_record_is_refused_exactly_when_the_producer_would_refuse_it(headers):
+    """The size check skips the exact estimate for records far below the
+    limit; at the limit it decides as aiokafka's estimate does."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from pipeline.stream.outbox import RecordTooLarge
+
+    limit = 10_000
+    outbox = Outbox({}, "test", max_request_size=limit)
+    for size in (0, 100, limit - 2048, limit - 1100, limit - 300, limit - 100, limit - 60, limit, limit + 1):
+        value = b"x" * size
+        fits = DefaultRecordBatchBuilder.estimate_size_in_bytes(b"key", value, list(headers)) <= limit
+        if fits:
+            outbox.check(b"key", value, headers)
+        else:
+            with pytest.raises(RecordTooLarge):
+                outbox.check(b"key", value, headers)

@@ -42,6 +42,9 @@ class Outbox:
 
     def __init__(self, client_options: dict, client_id: str, max_request_size: int = MAX_REQUEST_SIZE) -> None:
         self.max_request_size = max_request_size
+        #: a record whose key, value and headers add up to less than this fits in a
+        #: batch of its own (a batch's and a record's framing take under 200 bytes).
+        self._surely_fits = max_request_size - 1024
         self._config = dict(client_options, client_id=client_id, acks="all", linger_ms=2,
                             max_batch_size=max_request_size, max_request_size=max_request_size,
                             request_timeout_ms=30_000, enable_idempotence=False)
@@ -61,6 +64,11 @@ class Outbox:
 
     def check(self, key: bytes | None, value: bytes | None, headers=()) -> None:
         """Raise :class:`RecordTooLarge` for a record the producer would refuse."""
+        n = (len(key) if key else 0) + (len(value) if value else 0)
+        for name, header in headers:
+            n += len(name.encode("utf-8")) + (len(header) if header else 0)
+        if n < self._surely_fits:
+            return  # far below the limit whatever the framing: the exact estimate is not needed
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
         if size > self.max_request_size:
             raise RecordTooLarge(f"a record of {size:,} bytes is over the limit of {self.max_request_size:,}")
