@@ -52,3 +52,23 @@ def test_a_malformed_board_record_is_counted_and_skipped():
                   b'["x", "overdue", null, null, null, 5, 1, 2, null]'):
         view.apply(b"o:KNT-1", value)
     assert len(view.board) == 0 and sum(view.errors.values()) == 4
+
+
+def test_parts_are_decoded_when_asked_for_and_a_malformed_record_keeps_the_last_good_one():
+    from collections import Counter
+
+    from pipeline.core.audit import AuditParts
+    from pipeline.core.tally import Contribution
+
+    view = ClusterView("v", 6, {}, "r", None)
+    publisher = ViewPublisher("v", 6, None)
+    one = AuditParts(incidents=Counter({Contribution("overdue", "rape", "Medway", "999", None): 3}), max_time=7)
+    publisher.parts("incident", 2, one)
+    _read(view, publisher)
+    assert view.parts("incident", 3) is None
+    got = view.parts("incident", 2)
+    assert got == one and view.parts("incident", 2) is got  # decoded once
+    view.apply(b"p:incident:2", b"{not json")
+    assert view.parts("incident", 2) == one and sum(view.errors.values()) == 1
+    view.apply(b"p:incident:2", None)
+    assert view.parts("incident", 2) is None

@@ -158,7 +158,7 @@ class Worker:
                 if part is not None:
                     total.add(part.stage.parts())
                 else:
-                    parts = self.view.parts.get((stage, p))
+                    parts = self.view.parts(stage, p)
                     if parts is not None:
                         total.add(parts)
         return total

@@ -129,7 +129,7 @@ class ClusterView:
     """The reader's side: every worker's copy of the cluster view.
 
     Responsibilities: read the views topic from the start and keep the latest
-    parts per partition, partition owners, feed activity and the board index;
+    parts per partition (decoded when asked for), partition owners, feed activity and the board index;
     say when it has read everything that was there when it started (:attr:`loaded`).
     """
 
@@ -139,7 +139,8 @@ class ClusterView:
         self.client_options = client_options
         self.client_id = client_id
         self.outbox = outbox
-        self.parts: dict[tuple[str, int], AuditParts] = {}
+        self._parts: dict[tuple[str, int], AuditParts] = {}  # decoded, when asked for
+        self._parts_raw: dict[tuple[str, int], bytes] = {}    # records not decoded yet
         self.owners: dict[tuple[str, int], dict] = {}
         self.feeds: dict[tuple[str, int], float] = {}
         self.board = BoardIndex()
@@ -162,10 +163,12 @@ class ClusterView:
                     self.board.put(self._board_entry(incident_id, value))
             elif kind == b"p":
                 stage, p = rest.decode().rsplit(":", 1)
+                key = (stage, int(p))
                 if value is None:
-                    self.parts.pop((stage, int(p)), None)
+                    self._parts.pop(key, None)
+                    self._parts_raw.pop(key, None)
                 else:
-                    self.parts[(stage, int(p))] = AuditParts.from_json(decode_json(value))
+                    self._parts_raw[key] = value
             elif kind == b"w":
                 stage, p = rest.decode().rsplit(":", 1)
                 self.owners[(stage, int(p))] = decode_json(value) if value else {}
@@ -231,6 +234,23 @@ class ClusterView:
                 return value
             shared = self._shared[value] = value
         return shared
+
+    def parts(self, stage: str, partition: int) -> AuditParts | None:
+        """The latest parts a partition's owner published (None: none yet).
+
+        Decoded only when asked for, and then once per record: a partition's
+        parts are republished every tick, every worker reads every one, and
+        a worker asks only for partitions it does not own (a month of counts
+        takes milliseconds to decode). A malformed record is counted and
+        skipped; the last good parts stay."""
+        key = (stage, partition)
+        raw = self._parts_raw.pop(key, None)
+        if raw is not None:
+            try:
+                self._parts[key] = AuditParts.from_json(decode_json(raw))
+            except (ValueError, TypeError, KeyError) as exc:
+                self.errors[type(exc).__name__] += 1
+        return self._parts.get(key)
 
     def owner_url(self, stage: str, partition: int) -> str | None:
         return (self.owners.get((stage, partition)) or {}).get("url")
