@@ -91,7 +91,7 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
     ``profile``: py-spy records the worker from /readyz 200 to convergence into that file."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    probe = OUT / f"{app_id}-probe.json"
+    probe = OUT / f"{app_id}-{start_no}-probe.json"
     probe.unlink(missing_ok=True)
     machine = Machine()
     broker_cpu0 = proc_cpu(broker._proc.pid)  # noqa: SLF001 - read-only
@@ -123,9 +123,11 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
     code = children.stop(proc, timeout=60)
     if code not in (0, -15):
         raise RuntimeError(f"{name} exited {code} on SIGTERM\n{children.tail(proc)}")
-    t_first = read_probe(probe)["first"]
+    probed = read_probe(probe)
+    t_first = probed["first"]
     elapsed = t_done - t_first
-    return {"rate": messages / elapsed, "elapsed": elapsed, "ready": t_ready - t_spawn, "recovery": recovery,
+    gc_s = sum(d for end, d in probed.get("gc", []) if t_first <= end <= t_done)
+    return {"rate": messages / elapsed, "elapsed": elapsed, "gc": gc_s, "ready": t_ready - t_spawn, "recovery": recovery,
             "peak_mib": mem.get("VmHWM", float("nan")) / 1024, "rss_mib": mem.get("VmRSS", float("nan")) / 1024,
             "others": others, "serving": poller.serving, "polls": poller.polls, "seen": poller.t_seen - t_first,
             "inputs": poller.t_inputs - t_first}
@@ -190,13 +192,13 @@ def run(opts: argparse.Namespace) -> list[dict]:
             f"tenths of {sizes[0]:,} messages; replayed at {median(replays):,.0f} msgs/s before each phase"),
         row(BENCH, "first tenth (empty state)", f"{start:,.0f}", "msgs/s",
             f"{med}; first input batch -> /audit == offline audit of the first tenth {s['elapsed']:.2f} s "
-            f"(seen at {s['seen']:.2f} s); "
+            f"(seen at {s['seen']:.2f} s; garbage collection {s['gc']:.2f} s of it); "
             f"peak RSS {s['peak_mib']:,.0f} MiB"),
         row(BENCH, "last tenth (a month of state)", f"{end:,.0f}", "msgs/s",
             f"{med}; restarted worker (recovery {e['recovery']:.1f} s, not timed), first input batch -> /audit == "
             f"offline audit of the month {e['elapsed']:.2f} s (the end of the last batch before /audit was seen "
             f"equal at {e['seen']:.2f} s; inputs committed at {e['inputs']:.2f} s; {e['polls']} /audit polls answered "
-            f"in {e['serving']:.2f} s); peak RSS {e['peak_mib']:,.0f} MiB; "
+            f"in {e['serving']:.2f} s; garbage collection {e['gc']:.2f} s); peak RSS {e['peak_mib']:,.0f} MiB; "
             f"middle eight tenths {mid:,.0f} msgs/s"),
         row(BENCH, "end / start", f"{ratio:.2f}", "",
             f"{verdict(ratio, GOAL, text='0.80 (end within 20% of the start)')}; {open_end:,} open at the end; "

@@ -6,7 +6,8 @@ in this process, with two benchmark-only additions from outside the product:
   reached ``Runner.process`` (right after the consumer's ``getmany`` returned
   it): the "first message consumed" of the throughput benchmarks; ``ends``,
   when each of the last 256 batches holding records had been processed,
-  published, checkpointed and committed. The file (JSON, replaced atomically)
+  published, checkpointed and committed; ``gc``, the end time and length of
+  each of the last 4096 cyclic garbage collections. The file (JSON, replaced atomically)
   is rewritten after every such batch (tens of microseconds, a few dozen
   times a second). The benchmarks take the end of the work from it, so that
   they need not poll ``/audit`` often (see ``common.AuditPoller``);
@@ -21,6 +22,7 @@ Nothing else changes: same code, same settings, same process.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -35,8 +37,17 @@ def _probe_batches(path: str) -> None:
     from pipeline.stream import runner
 
     original = runner.Runner.process
-    state = {"first": None, "ends": deque(maxlen=256), "batches": 0}
+    state = {"first": None, "ends": deque(maxlen=256), "batches": 0, "gc": deque(maxlen=4096)}
     tmp = path + ".tmp"
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            state["gc"].append((time.time(), time.perf_counter() - started[0]))
+
+    gc.callbacks.append(on_gc)
 
     async def process(self, batch):
         if not any(batch.values()):
@@ -49,7 +60,8 @@ def _probe_batches(path: str) -> None:
         state["ends"].append(time.time())
         state["batches"] += 1
         with open(tmp, "w") as fh:
-            json.dump({"first": state["first"], "ends": list(state["ends"]), "batches": state["batches"]}, fh)
+            json.dump({"first": state["first"], "ends": list(state["ends"]), "batches": state["batches"],
+                       "gc": list(state["gc"])}, fh)
         os.replace(tmp, path)
         return result
 
