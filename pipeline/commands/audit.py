@@ -114,6 +114,12 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
         raise ConfigError(str(exc)) from None
     finally:
         if gc_was_enabled:
+            # What the loop built would otherwise all sit in the youngest
+            # generation: the first allocation after enable() would traverse
+            # every object of the ledgers (0.15 s for 300,000 messages), and
+            # later collections again. It is acyclic, so the cyclic collector
+            # never needs to see it; reference counting still frees it.
+            gc.freeze()
             gc.enable()
         bar.done()
     n = sum(sum(counts.values()) for counts in monitor.events.parts().events.values())
