@@ -91,3 +91,29 @@ def test_a_record_is_refused_exactly_when_the_producer_would_refuse_it(headers):
         else:
             with pytest.raises(RecordTooLarge):
                 outbox.check(b"key", value, headers)
+
+
+def test_keyed_records_go_where_the_default_partitioner_sends_them_in_order():
+    """Alerts are sent packed per partition; each lands on the partition any
+    Kafka client's default partitioner picks for its key (per-incident order holds)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    class _Partitions:
+        async def partitions_for(self, topic):
+            return {5, 0, 3, 1, 4, 2}
+
+    outbox = Outbox({}, "test")
+    outbox.producer = _Partitions()
+    sent: list[tuple[int, list]] = []
+
+    async def send_records(topic, partition, records, headers=()):
+        sent.append((partition, list(records)))
+
+    outbox.send_records = send_records
+    records = [(f"KNT-{i % 40:04d}".encode(), f"alert {i}".encode()) for i in range(200)]
+    asyncio.run(outbox.send_keyed("cdi.alerts", records))
+    partitions = list(range(6))
+    assert sorted(r for _p, recs in sent for r in recs) == sorted(records)
+    for p, recs in sent:
+        assert all(DefaultPartitioner()(key, partitions, partitions) == p for key, _v in recs)
+        assert recs == [r for r in records if r in recs]  # in the order they were given

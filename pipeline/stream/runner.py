@@ -254,9 +254,10 @@ class Runner:
         for stage, partition, value in router.drain(self.max_time):
             await outbox.send(plan.ops(stage), value, partition=partition)
         alerts, router.alerts = router.alerts, []
-        for a in alerts:
-            await outbox.send(plan.alerts, alert_record(a), key=a.incident_id.encode("utf-8"))
-            self.metrics.alerts.labels(a.kind).inc()
+        if alerts:
+            await outbox.send_keyed(plan.alerts, [(a.incident_id.encode("utf-8"), alert_record(a)) for a in alerts])
+            for kind, n in Counter(a.kind for a in alerts).items():
+                self.metrics.alerts.labels(kind).inc(n)
         letters, router.deadletters = router.deadletters, []
         for key, record in letters:
             await outbox.send(plan.deadletter, record, key=key)
