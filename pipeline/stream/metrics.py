@@ -74,6 +74,7 @@ class Metrics:
         self.recovery = Gauge("cdi_recovery_seconds", "Seconds the last partition recovery took.", registry=r)
         for stage in ("intake", "event", "incident", "crime"):
             self.processing_errors.labels(stage)
+        self._children: dict = {}
 
     def observe_transitions(self, transitions: Iterable[Transition]) -> None:
         """Counter increments for status changes decided by this process.
@@ -104,14 +105,25 @@ class Metrics:
                 steps[(self.breached, (category, district, channel))] += 1
             if status == EXEMPT and old_status != EXEMPT:
                 steps[(self.exempt, (category, reason))] += 1
+        child = self.child
         for (family, labels), n in steps.items():
-            family.labels(*labels).inc(n)
+            child(family, labels).inc(n)
         for category, delay_s in delays:
-            self.delay.labels(category).observe(delay_s)
+            child(self.delay, (category,)).observe(delay_s)
 
     def observe_cancellations(self, reasons: Iterable[str | None]) -> None:
         for reason, n in Counter(reason or "none" for reason in reasons).items():
-            self.cancelled.labels(reason).inc(n)
+            self.child(self.cancelled, (reason,)).inc(n)
+
+    def child(self, family, labels: tuple):
+        """``family.labels(*labels)``, looked up once per label set: label
+        values come from the vocabularies, so there are a few hundred sets,
+        and ``labels()`` checks and locks on every call."""
+        key = (family, labels)
+        got = self._children.get(key)
+        if got is None:
+            got = self._children[key] = family.labels(*labels)
+        return got
 
 
 class StateCollector(Collector):

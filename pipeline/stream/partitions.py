@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 _int_encoder = msgspec.msgpack.Encoder()
 _int_decoder = msgspec.msgpack.Decoder(int)
 
+#: The changelog key of an event id: ``e:{first letter of its side}:{event id}``.
+_ID_PREFIX = {side: b"e:" + side[0].encode() + b":" for side in SIDES}
+
 #: on_error(stage, record, op, exc): a message whose processing raised.
 ErrorHandler = Callable[[str, object, object, BaseException], None]
 
@@ -125,18 +128,18 @@ class EventPartition(StagePartition):
 
     def collect(self) -> list[tuple[bytes, bytes | None]]:
         added, removed = self.stage.ids.drain()
-        out = [(b"e:" + side[0].encode() + b":" + event_id.encode("utf-8"), _int_encoder.encode(at))
-               for side, event_id, at in added]
-        out.extend((b"e:" + side[0].encode() + b":" + event_id.encode("utf-8"), None) for side, event_id in removed)
+        encode = _int_encoder.encode
+        out = [(_ID_PREFIX[side] + event_id.encode("utf-8"), encode(at)) for side, event_id, at in added]
+        out.extend((_ID_PREFIX[side] + event_id.encode("utf-8"), None) for side, event_id in removed)
         return out
 
     def load(self, rec: Recovered) -> None:
-        sides = {s[0]: s for s in SIDES}
+        sides = {prefix: side for side, prefix in _ID_PREFIX.items()}
         ids = []
         for key, value in rec.values.items():
-            if key.startswith(b"e:"):
-                side, event_id = sides[chr(key[2])], key[4:].decode("utf-8")
-                ids.append((side, event_id, _int_decoder.decode(value)))
+            side = sides.get(key[:4])
+            if side is not None:
+                ids.append((side, key[4:].decode("utf-8"), _int_decoder.decode(value)))
         self.stage.load(ids, rec.meta)
         self.next_offset = rec.next_offset or 0
 

@@ -257,7 +257,7 @@ class Runner:
         if alerts:
             await outbox.send_keyed(plan.alerts, [(a.incident_id.encode("utf-8"), alert_record(a)) for a in alerts])
             for kind, n in Counter(a.kind for a in alerts).items():
-                self.metrics.alerts.labels(kind).inc(n)
+                self.metrics.child(self.metrics.alerts, (kind,)).inc(n)
         letters, router.deadletters = router.deadletters, []
         for key, record in letters:
             await outbox.send(plan.deadletter, record, key=key)
