@@ -126,7 +126,8 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
     probed = read_probe(probe)
     t_first = probed["first"]
     elapsed = t_done - t_first
-    gc_s = sum(d for end, d in probed.get("gc", []) if t_first <= end <= t_done)
+    ends, gcs = probed["ends"], probed.get("gc", [])
+    gc_s = gcs[ends.index(t_done)] - probed["gc_first"] if t_done in ends and len(gcs) == len(ends) else float("nan")
     return {"rate": messages / elapsed, "elapsed": elapsed, "gc": gc_s, "ready": t_ready - t_spawn, "recovery": recovery,
             "peak_mib": mem.get("VmHWM", float("nan")) / 1024, "rss_mib": mem.get("VmRSS", float("nan")) / 1024,
             "others": others, "serving": poller.serving, "polls": poller.polls, "seen": poller.t_seen - t_first,

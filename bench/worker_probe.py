@@ -6,8 +6,8 @@ in this process, with two benchmark-only additions from outside the product:
   reached ``Runner.process`` (right after the consumer's ``getmany`` returned
   it): the "first message consumed" of the throughput benchmarks; ``ends``,
   when each of the last 256 batches holding records had been processed,
-  published, checkpointed and committed; ``gc``, the end time and length of
-  each of the last 4096 cyclic garbage collections. The file (JSON, replaced atomically)
+  published, checkpointed and committed; ``gc_first`` and ``gc``, the
+  seconds the cyclic garbage collector had taken by then. The file (JSON, replaced atomically)
   is rewritten after every such batch (tens of microseconds, a few dozen
   times a second). The benchmarks take the end of the work from it, so that
   they need not poll ``/audit`` often (see ``common.AuditPoller``);
@@ -37,15 +37,15 @@ def _probe_batches(path: str) -> None:
     from pipeline.stream import runner
 
     original = runner.Runner.process
-    state = {"first": None, "ends": deque(maxlen=256), "batches": 0, "gc": deque(maxlen=4096)}
+    state = {"first": None, "ends": deque(maxlen=256), "batches": 0, "gc_first": None, "gc": deque(maxlen=256)}
     tmp = path + ".tmp"
-    started = [0.0]
+    gc_seconds = [0.0, 0.0]  # the current collection's start, the total so far
 
     def on_gc(phase: str, info: dict) -> None:
         if phase == "start":
-            started[0] = time.perf_counter()
+            gc_seconds[0] = time.perf_counter()
         else:
-            state["gc"].append((time.time(), time.perf_counter() - started[0]))
+            gc_seconds[1] += time.perf_counter() - gc_seconds[0]
 
     gc.callbacks.append(on_gc)
 
@@ -56,12 +56,14 @@ def _probe_batches(path: str) -> None:
             inputs = self.plan.inputs
             if any(records and tp.topic in inputs for tp, records in batch.items()):
                 state["first"] = time.time()
+                state["gc_first"] = gc_seconds[1]
         result = await original(self, batch)
         state["ends"].append(time.time())
+        state["gc"].append(gc_seconds[1])
         state["batches"] += 1
         with open(tmp, "w") as fh:
             json.dump({"first": state["first"], "ends": list(state["ends"]), "batches": state["batches"],
-                       "gc": list(state["gc"])}, fh)
+                       "gc_first": state["gc_first"], "gc": list(state["gc"])}, fh)
         os.replace(tmp, path)
         return result
 
