@@ -72,3 +72,13 @@ def test_processing_errors_are_exposed_per_stage_from_the_start():
     m = Metrics()
     for stage in ("intake", "event", "incident", "crime"):
         assert m.registry.get_sample_value("cdi_processing_errors_total", {"stage": stage}) == 0.0
+
+
+def test_published_alerts_are_counted_by_kind():
+    from types import SimpleNamespace
+
+    m = Metrics()
+    m.observe_alerts([SimpleNamespace(kind="overdue"), SimpleNamespace(kind="at_risk"), SimpleNamespace(kind="overdue")])
+    m.observe_alerts([SimpleNamespace(kind="overdue")])
+    assert value(m, "cdi_alerts_total", kind="overdue") == 3
+    assert value(m, "cdi_alerts_total", kind="at_risk") == 1

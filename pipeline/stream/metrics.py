@@ -115,6 +115,11 @@ class Metrics:
         for reason, n in Counter(reason or "none" for reason in reasons).items():
             self.child(self.cancelled, (reason,)).inc(n)
 
+    def observe_alerts(self, alerts: Iterable) -> None:
+        """The alerts of a batch, published (``cdi_alerts_total`` by kind)."""
+        for kind, n in Counter(a.kind for a in alerts).items():
+            self.child(self.alerts, (kind,)).inc(n)
+
     def child(self, family, labels: tuple):
         """``family.labels(*labels)``, looked up once per label set: label
         values come from the vocabularies, so there are a few hundred sets,

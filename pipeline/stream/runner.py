@@ -256,8 +256,7 @@ class Runner:
         alerts, router.alerts = router.alerts, []
         if alerts:
             await outbox.send_keyed(plan.alerts, [(a.incident_id.encode("utf-8"), alert_record(a)) for a in alerts])
-            for kind, n in Counter(a.kind for a in alerts).items():
-                self.metrics.child(self.metrics.alerts, (kind,)).inc(n)
+            self.metrics.observe_alerts(alerts)
         letters, router.deadletters = router.deadletters, []
         for key, record in letters:
             await outbox.send(plan.deadletter, record, key=key)
