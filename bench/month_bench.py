@@ -100,6 +100,7 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
                           worker_env(CDI_APP_ID=app_id, BENCH_PROBE=str(probe)))
     t_spawn = time.time()
     t_ready = wait_ready(children, proc, url, timeout=300, interval=0.05)
+    cpu_ready = proc_cpu(proc.pid), proc_cpu(broker._proc.pid)  # noqa: SLF001 - read-only
     spy = None
     if profile is not None:
         spy = children.start(f"{name}-py-spy", [str(Path(PY).with_name("py-spy")), "record", "-f", "raw", "--threads",
@@ -115,6 +116,7 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
         time.sleep(poller.interval())
     poller.close()
     t_done = poller.t_done
+    cpu_done = proc_cpu(proc.pid), proc_cpu(broker._proc.pid)  # noqa: SLF001 - read-only
     if spy is not None:
         children.stop(spy, timeout=30, sig=signal.SIGINT)  # py-spy writes its file on SIGINT
     recovery = recovery_seconds(url)
@@ -131,7 +133,9 @@ def phase(children: Children, broker, app_id: str, start_no: int, expected: dict
     return {"rate": messages / elapsed, "elapsed": elapsed, "gc": gc_s, "ready": t_ready - t_spawn, "recovery": recovery,
             "peak_mib": mem.get("VmHWM", float("nan")) / 1024, "rss_mib": mem.get("VmRSS", float("nan")) / 1024,
             "others": others, "serving": poller.serving, "polls": poller.polls, "seen": poller.t_seen - t_first,
-            "inputs": poller.t_inputs - t_first}
+            "inputs": poller.t_inputs - t_first,
+            # CPU seconds from /readyz 200 to convergence (a little past the window's end)
+            "worker_cpu": cpu_done[0] - cpu_ready[0], "broker_cpu": cpu_done[1] - cpu_ready[1]}
 
 
 def run(opts: argparse.Namespace) -> list[dict]:
