@@ -354,15 +354,18 @@ class AuditPoller:
     worker's one thread does nothing else), so polling it often would slow down
     the worker it times. So: first the worker's consumer group is watched on the
     broker (its committed offsets on the input topics, every 50 ms: no work for
-    the worker) until every input message is consumed and committed; then
-    ``/audit`` is polled every 0.25 s until it equals ``expected``. The end of
-    the work is then the end of the last batch the worker processed before
-    that answer (``$BENCH_PROBE`` of bench/worker_probe.py): exact, whatever the
-    poll interval. Also kept: when the inputs were committed, when the event and
-    incident counts matched (to 0.25 s), and how long ``/audit`` took to answer.
+    the worker) until every input message is consumed and committed; then the
+    probe file (``$BENCH_PROBE`` of bench/worker_probe.py) is read every 50 ms,
+    and ``/audit`` is asked only when the worker is in no batch and has
+    finished none for :attr:`QUIET` seconds (or :attr:`INTERVAL_AUDIT` after the last answer),
+    until it equals ``expected``: while the stages work off their backlog the
+    worker is left alone. The end of the work is then the end of the last
+    batch the worker processed before that answer: exact, whatever the polls.
+    Also kept: when the inputs were committed, when the event and incident
+    counts matched, and how long ``/audit`` took to answer.
     """
 
-    INTERVAL_INPUTS, INTERVAL_AUDIT = 0.05, 0.25
+    INTERVAL_INPUTS, INTERVAL_AUDIT, QUIET = 0.05, 2.0, 0.15
 
     def __init__(self, url: str, expected: dict, bootstrap: str, group: str, topics: list[str],
                  input_messages: int, probe: Path) -> None:
@@ -374,6 +377,7 @@ class AuditPoller:
         self.trace: list[tuple[float, list[str]]] = []
         self.doc = None
         self._admin = None
+        self._last_poll = 0.0
 
     def committed(self) -> int:
         """Input messages the group has committed (offsets are contiguous: fresh topics, no transactions)."""
@@ -393,7 +397,13 @@ class AuditPoller:
                     return False
             except Exception:  # noqa: BLE001 - no group yet, or a broker hiccup: look again
                 return False
-            self.t_inputs = time.time()
+            self.t_inputs = self._last_poll = time.time()
+        probed = read_probe(self.probe)
+        ends, now = probed["ends"], time.time()
+        working = probed.get("busy") or (ends and now - ends[-1] < self.QUIET)
+        if working and now - self._last_poll < self.INTERVAL_AUDIT:
+            return False  # a batch in progress or just done: look again later
+        self._last_poll = now
         t0 = time.perf_counter()
         _status, doc = get_json(self.url + "/audit", timeout=30)
         self.serving += time.perf_counter() - t0
@@ -415,7 +425,7 @@ class AuditPoller:
         return False
 
     def interval(self) -> float:
-        return self.INTERVAL_INPUTS if self.t_inputs is None else self.INTERVAL_AUDIT
+        return self.INTERVAL_INPUTS
 
     def close(self) -> None:
         if self._admin is not None:

@@ -22,9 +22,10 @@ How, on one broker of its own (the capture's envelopes name ``cc.incidents`` /
    offline audit of the whole month: **end rate**.
 
 Convergence is watched by ``common.AuditPoller``: the group's committed input
-offsets on the broker until every input message is in, then ``/audit`` every
-50 ms (with a month of state one ``/audit`` folds a lot of audit parts: polling
-it at 10 Hz throughout took 13% of the worker's thread in the last tenth).
+offsets on the broker until every input message is in, then ``/audit`` once
+the worker has finished no batch for 0.15 s (at least every second): with a
+month of state one ``/audit`` folds a lot of audit parts (polling it at 10 Hz
+throughout took 13% of the worker's thread in the last tenth).
 Offline audits are ``cdiwatch audit PARTS... --json``
 subprocesses. Why not
 sample ``cdi_events_total`` while one worker runs through the whole month:

@@ -6,9 +6,10 @@ in this process, with two benchmark-only additions from outside the product:
   reached ``Runner.process`` (right after the consumer's ``getmany`` returned
   it): the "first message consumed" of the throughput benchmarks; ``ends``,
   when each of the last 256 batches holding records had been processed,
-  published, checkpointed and committed; ``gc_first`` and ``gc``, the
-  seconds the cyclic garbage collector had taken by then. The file (JSON, replaced atomically)
-  is rewritten after every such batch (tens of microseconds, a few dozen
+  published, checkpointed and committed; ``busy``, whether such a batch is
+  in progress; ``gc_first`` and ``gc``, the seconds the cyclic garbage
+  collector had taken by then. The file (JSON, replaced atomically) is
+  rewritten when every such batch starts and ends (tens of microseconds, a few dozen
   times a second). The benchmarks take the end of the work from it, so that
   they need not poll ``/audit`` often (see ``common.AuditPoller``);
 * ``--fetch-cap-ms MS`` (a what-if, off by default): every aiokafka consumer's
@@ -37,7 +38,8 @@ def _probe_batches(path: str) -> None:
     from pipeline.stream import runner
 
     original = runner.Runner.process
-    state = {"first": None, "ends": deque(maxlen=256), "batches": 0, "gc_first": None, "gc": deque(maxlen=256)}
+    state = {"first": None, "ends": deque(maxlen=256), "batches": 0, "busy": False, "gc_first": None,
+             "gc": deque(maxlen=256)}
     tmp = path + ".tmp"
     gc_seconds = [0.0, 0.0]  # the current collection's start, the total so far
 
@@ -57,15 +59,21 @@ def _probe_batches(path: str) -> None:
             if any(records and tp.topic in inputs for tp, records in batch.items()):
                 state["first"] = time.time()
                 state["gc_first"] = gc_seconds[1]
+        state["busy"] = True
+        write()
         result = await original(self, batch)
         state["ends"].append(time.time())
         state["gc"].append(gc_seconds[1])
         state["batches"] += 1
+        state["busy"] = False
+        write()
+        return result
+
+    def write() -> None:
         with open(tmp, "w") as fh:
             json.dump({"first": state["first"], "ends": list(state["ends"]), "batches": state["batches"],
-                       "gc_first": state["gc_first"], "gc": list(state["gc"])}, fh)
+                       "busy": state["busy"], "gc_first": state["gc_first"], "gc": list(state["gc"])}, fh)
         os.replace(tmp, path)
-        return result
 
     runner.Runner.process = process
 
