@@ -63,8 +63,11 @@ def test_parts_are_decoded_when_asked_for_and_a_malformed_record_keeps_the_last_
     view = ClusterView("v", 6, {}, "r", None)
     publisher = ViewPublisher("v", 6, None)
     one = AuditParts(incidents=Counter({Contribution("overdue", "rape", "Medway", "999", None): 3}), max_time=7)
-    publisher.parts("incident", 2, one)
-    _read(view, publisher)
+    publisher.parts("incident", 2, 10, lambda: one)
+    assert _read(view, publisher) == 1
+    publisher.parts("incident", 2, 10, lambda: 1 / 0)  # same version: nothing built
+    publisher.parts("incident", 2, 11, lambda: one)    # new version, same parts: nothing sent
+    assert _read(view, publisher) == 0
     assert view.parts("incident", 3) is None
     got = view.parts("incident", 2)
     assert got == one and view.parts("incident", 2) is got  # decoded once

@@ -51,7 +51,6 @@ class StagePartition:
         self.stage = stage
         self.next_offset = 0  # the offset of the next record to apply (a checkpoint's ``next``)
         self.dirty = False
-        self.parts_published: int | None = None  # next_offset when its audit parts last went to the view
 
     def process(self, record, on_error: ErrorHandler) -> bool:
         """Apply one record of the stage's input partition; False (and nothing

@@ -278,9 +278,7 @@ class Runner:
         if now - self._last_tick >= self.settings.tick_interval:
             self._last_tick = now
             for (stage, partition), part in self.owned.items():
-                if part.parts_published != part.next_offset:  # parts change only by applied records
-                    part.parts_published = part.next_offset
-                    self.views.parts(stage, partition, part.stage.parts())
+                self.views.parts(stage, partition, part.next_offset, part.stage.parts)
             for key, at in self.feeds.items():
                 if at - self._feeds_sent.get(key, 0.0) >= 5.0:
                     self._feeds_sent[key] = at

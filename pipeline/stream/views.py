@@ -28,6 +28,7 @@ import os
 import time
 import zlib
 from collections import Counter
+from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -73,7 +74,7 @@ class ViewPublisher:
         # partition: a hash, not the entry, as this is kept for every open
         # incident (two different entries alike in 64 bits: odds of 2**-64).
         self.published: dict[int, dict[str, int]] = {}
-        self._parts_sent: dict[tuple[str, int], bytes] = {}
+        self._parts_sent: dict[tuple[str, int], tuple[int, bytes]] = {}  # -> (version, value)
         self._records: list[tuple[bytes, bytes | None]] = []
 
     def board(self, partition: int, ledger: IncidentLedger, incident_ids) -> None:
@@ -101,11 +102,21 @@ class ViewPublisher:
             self.published.pop(partition, None)
         self._parts_sent.pop((stage, partition), None)
 
-    def parts(self, stage: str, partition: int, parts: AuditParts) -> None:
-        value = encode_json(parts.to_json())
-        if self._parts_sent.get((stage, partition)) != value:
-            self._parts_sent[(stage, partition)] = value
+    def parts(self, stage: str, partition: int, version: int, build: Callable[[], AuditParts]) -> None:
+        """A partition's audit parts, published when they changed.
+
+        ``version`` is the partition's next input offset: parts change only
+        by applied records, so at an unchanged version nothing is built (a
+        month of counts takes milliseconds to encode); otherwise ``build()``
+        is encoded and sent if it differs from what was sent last."""
+        key = (stage, partition)
+        sent = self._parts_sent.get(key)
+        if sent is not None and sent[0] == version:
+            return
+        value = encode_json(build().to_json())
+        if sent is None or sent[1] != value:
             self._records.append((f"p:{stage}:{partition}".encode(), value))
+        self._parts_sent[key] = (version, value)
 
     def owner(self, stage: str, partition: int, url: str, worker: str) -> None:
         self._records.append((f"w:{stage}:{partition}".encode(),
