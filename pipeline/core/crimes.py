@@ -15,13 +15,13 @@ Pure: no clock, no Kafka. The watermark arrives through :meth:`CrimeLedger.obser
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
 from .config import Params
 from .events import CrimeEvent, Link, Notice
 from .tally import CrimeKey, shift
+from .timers import Timers
 from .times import watermark
 from .vocabulary import MAX_EVENTS_PER_CRIME, MAX_LINKS_PER_CRIME, StateLimit
 
@@ -77,7 +77,7 @@ class CrimeLedger:
         self.agg: Counter = Counter()
         self.evicted: Counter = Counter()
         self.changes = CrimeChanges()
-        self._heap: list[tuple[int, str]] = []
+        self._timers = Timers()
 
     @property
     def watermark(self) -> int | None:
@@ -133,10 +133,7 @@ class CrimeLedger:
         if event_time is None or (self.max_time is not None and event_time <= self.max_time):
             return
         self.max_time = event_time
-        w = self.watermark
-        heap = self._heap
-        while heap and heap[0][0] <= w:
-            due, crime_id = heapq.heappop(heap)
+        for due, crime_id in self._timers.due(self.watermark):
             st = self.crimes.get(crime_id)
             if st is not None and st.timer == due:
                 self._evaluate(crime_id, st)
@@ -163,7 +160,7 @@ class CrimeLedger:
             self.changes.touched.add(crime_id)
         if st.timer != evict_at:
             st.timer = evict_at
-            heapq.heappush(self._heap, (evict_at, crime_id))
+            self._timers.add(evict_at, crime_id)
 
     # ------------------------------------------------------------- persistence
     def load(self, states: dict[str, CrimeState], meta: dict | None) -> None:

@@ -23,7 +23,6 @@ It never reads a clock, a topic or a file.
 from __future__ import annotations
 
 import bisect
-import heapq
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -31,6 +30,7 @@ from .config import Params, Vocabulary
 from .events import Alert, IncidentEvent, Link, Notice
 from .rules import Assessment, alert_kind, assess, is_downgrade, next_change, status_at
 from .tally import Contribution, IncidentTally, Transition
+from .timers import Timers
 from .times import watermark
 from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED, StateLimit
 
@@ -81,6 +81,7 @@ class IncidentState:
     delay: int | None = None        # tally delay bucket
     required_since: int | None = None  # eager mode: the board's and the alerts' §3 point (deadline = it + 24 h)
     timer: int | None = None
+    evicts: bool = False  # the timer is the eviction: no status change by time comes before it
     last: int = 0  # latest event or recording time, for eviction
 
     def persisted(self) -> tuple:
@@ -132,7 +133,7 @@ class IncidentLedger:
         self.incidents: dict[str, IncidentState] = {}
         self.max_time: int | None = None
         self.changes = IncidentChanges()
-        self._heap: list[tuple[int, str]] = []
+        self._timers = Timers(coarse=deferred)  # the deferred ledger asks only at a settle
         self._dirty: set[str] = set()
         self._w: int | None = None            # the watermark, kept with max_time (read per event)
         self._retained_after = _NEVER          # deferred mode: an incident idle up to here may be evicted
@@ -249,13 +250,15 @@ class IncidentLedger:
         w = self.watermark
         if w is None:
             return
-        heap, incidents = self._heap, self.incidents
-        while heap and heap[0][0] <= w:
-            due, incident_id = heapq.heappop(heap)
+        incidents = self.incidents
+        for due, incident_id in self._timers.due(w):
             st = incidents.get(incident_id)
             if st is not None and st.timer == due:
                 st.timer = None
-                self._evaluate(incident_id, st)
+                if st.evicts:  # nothing changed since its last evaluation, and time alone changes nothing
+                    self._evict(incident_id, st)
+                else:
+                    self._evaluate(incident_id, st)
 
     def assess(self, st: IncidentState) -> Assessment | None:
         """§3 applied to a seen incident (None when its ``opened`` has not arrived)."""
@@ -281,11 +284,7 @@ class IncidentLedger:
         if transition is not None and not self.deferred:  # offline: no metrics, no alerts
             self.changes.transitions.append(transition)
         if w is not None and evict_at <= w:
-            self.tally.evict(st)
-            del self.incidents[incident_id]
-            if not self.deferred:
-                self.changes.evicted.add(incident_id)
-                self.changes.touched.discard(incident_id)
+            self._evict(incident_id, st)
             return
         if not self.deferred:
             self.changes.touched.add(incident_id)
@@ -294,13 +293,22 @@ class IncidentLedger:
                 if kind is not None:
                     self._alert(incident_id, st, a, status, kind)
         due = next_change(a, status, p) if a is not None else None
-        timer = evict_at if due is None else min(due, evict_at)
+        st.evicts = evicts = due is None or due > evict_at
+        timer = evict_at if evicts else due
         if timer != st.timer:
             st.timer = timer
-            heapq.heappush(self._heap, (timer, incident_id))
-            if len(self._heap) > 2 * len(self.incidents) + 1024:
-                self._heap = [(s.timer, i) for i, s in self.incidents.items() if s.timer is not None]
-                heapq.heapify(self._heap)
+            timers = self._timers
+            timers.add(timer, incident_id)
+            if len(timers) > 2 * len(self.incidents) + 1024:
+                timers.reset((s.timer, i) for i, s in self.incidents.items() if s.timer is not None)
+
+    def _evict(self, incident_id: str, st: IncidentState) -> None:
+        """Forget the incident; what it contributed stays counted."""
+        self.tally.evict(st)
+        del self.incidents[incident_id]
+        if not self.deferred:
+            self.changes.evicted.add(incident_id)
+            self.changes.touched.discard(incident_id)
 
     def _alert(self, incident_id: str, st: IncidentState, a: Assessment, status: str, kind: str) -> None:
         """Decide one alert: each kind once per incident (``st.alerts`` remembers)."""
