@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
 from ..capture import CaptureError, check_capture_files
-from ..capture.validated import Claimed, Invalid, Skipped, claimed_messages
+from ..capture.validated import Claimed, Invalid, Skipped, claimed_batches
 from ..core.events import CrimeEvent, IncidentEvent, Stale
 from ..core.monitor import Monitor
 from ..report.data import report_data
@@ -94,21 +94,22 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     t0 = time.perf_counter()
     n = 0
     try:
-        for item in claimed_messages(paths, config, now, jobs):
-            t = type(item)
-            if t is IncidentEvent or t is CrimeEvent:
-                forward(item)
-            elif t is Stale:
-                forward(item.event, True)
-            elif t is Invalid:
-                rejections[(item.side, item.reason)] += 1
-            elif t is Skipped:
-                skipped.append((item.source, item.line_no, item.reason))
-            elif t is Claimed:
-                monitor.claimed(item.meta)
-            n += 1
-            if not n & 0xFFFF:
-                bar.update(n)
+        for batch in claimed_batches(paths, config, now, jobs):
+            for item in batch:
+                t = type(item)
+                if t is IncidentEvent or t is CrimeEvent:
+                    forward(item)
+                elif t is Stale:
+                    forward(item.event, True)
+                elif t is Invalid:
+                    rejections[(item.side, item.reason)] += 1
+                elif t is Skipped:
+                    skipped.append((item.source, item.line_no, item.reason))
+                elif t is Claimed:
+                    monitor.claimed(item.meta)
+            monitor.settle_if_due()
+            n += len(batch)
+            bar.update(n)
         monitor.settle()
     except CaptureError as exc:
         raise ConfigError(str(exc)) from None

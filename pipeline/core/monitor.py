@@ -123,33 +123,50 @@ class Monitor:
         as a worker dead-letters it with reason ``processing_error``; the event
         keeps the outcome its validation gave it in the counts.
         """
-        self._guarded(self.events.arrive, ev)
+        try:
+            self.events.arrive(ev)
+        except Exception as exc:  # noqa: BLE001 - no message stops the monitor
+            self._failed(ev, exc)
+        if not self.eager:
+            self.settle_if_due()
 
     def forward(self, ev: IncidentEvent | CrimeEvent, stale: bool = False) -> None:
         """An event some other :class:`~pipeline.core.stages.EventStage` claimed
         and sent on (the offline audit's reader process runs one): through the
         incident or crime stage, as :meth:`apply` does after the claim. That
-        stage's counts come with :meth:`claimed`."""
-        router = self._router
-        self._guarded(router.incident_event if type(ev) is IncidentEvent else router.crime_event, ev, stale)
+        stage's counts come with :meth:`claimed`. A deferred monitor's caller
+        calls :meth:`settle_if_due` once per batch of these."""
+        try:
+            if type(ev) is IncidentEvent:
+                self._router.incident_event(ev, stale)
+            else:
+                self._router.crime_event(ev, stale)
+        except Exception as exc:  # noqa: BLE001 - no message stops the monitor
+            self._failed(ev, exc)
 
     def claimed(self, meta: dict) -> None:
         """The final :meth:`~pipeline.core.stages.EventStage.meta` of the event
         stage that claimed the events given to :meth:`forward`: its counts become ours."""
         self.events.load([], meta)
 
-    def _guarded(self, step, ev, *args) -> None:
-        try:
-            step(ev, *args)
-        except Exception as exc:  # noqa: BLE001 - no message stops the monitor
-            if len(self.processing_errors) < 10_000:
-                self.processing_errors.append((ev.event_id, f"{type(exc).__name__}: {exc}"))
-        if not self.eager:
-            last = self._settled_at
-            if last is None:
-                self._settled_at = ev.at
-            elif ev.at - last > self._settle_every:
-                self.settle()
+    def _failed(self, ev: IncidentEvent | CrimeEvent, exc: Exception) -> None:
+        if len(self.processing_errors) < 10_000:
+            self.processing_errors.append((ev.event_id, f"{type(exc).__name__}: {exc}"))
+
+    def settle_if_due(self) -> None:
+        """Deferred mode: :meth:`settle` once per quarter of ``state_retention``
+        of event time, so that what is due for eviction is evicted (memory stays
+        bounded by the retention, not by the length of the capture)."""
+        t = self.incident.ledger.max_time
+        c = self.crime.ledger.max_time
+        if c is not None and (t is None or c > t):
+            t = c
+        if t is None:
+            return
+        if self._settled_at is None:
+            self._settled_at = t
+        elif t - self._settled_at > self._settle_every:
+            self.settle()
 
     def settle(self) -> None:
         """Deferred mode: bring every status up to the current watermark."""
