@@ -198,3 +198,27 @@ def test_a_capture_after_an_unrelated_one_gives_the_same_audit_eager_and_deferre
         deferred.feed(topic, payload, now)
         eager.feed(topic, payload, now)
     assert eager.audit() == deferred.audit()
+
+
+def test_an_audit_stopped_early_leaves_no_reader_behind(tmp_path):
+    """A consumer of the reader's batches that stops after the first few (an
+    error in the caller, a ^C) stops the reader process and the thread that
+    receives its frames, even when both wait on a full pipe or queue."""
+    import multiprocessing
+    import threading
+    import time
+
+    from pipeline.capture import write_capture
+    from pipeline.capture.validated import claimed_batches
+    from pipeline.settings import Settings
+    from pipeline.simulation import Simulator
+
+    path = tmp_path / "capture.jsonl"
+    write_capture(((m.topic, m.key, m.payload, m.ts_ms) for m in Simulator(hours=24 * 40, seed=5)), str(path))
+    batches = claimed_batches([str(path)], Settings().core(), time.time_ns() // 1000, jobs=2)
+    first = next(batches)
+    time.sleep(0.5)  # the reader fills the pipe and the queue meanwhile
+    assert first and multiprocessing.active_children()
+    batches.close()
+    assert not multiprocessing.active_children()
+    assert not [t for t in threading.enumerate() if t.name == "capture-frames"]

@@ -19,14 +19,19 @@ core's own stage messages, the ones a worker's event stage puts on its topic:
   source), which the parent loads into its own event stage, as a worker
   recovering a partition loads a checkpoint.
 
-Duplicates never cross the pipe, and the halves cost about the same. With
-``jobs=1`` the same happens in one process.
+Duplicates never cross the pipe, and the halves cost about the same. The
+parent takes frames off the pipe on a thread of its own, into a short queue,
+so that neither process waits through the other's slow moments (a settle of
+the ledgers, a stretch of hard-to-validate lines). With ``jobs=1`` the same
+happens in one process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
+import threading
 from typing import Iterator, Union
 
 import msgspec
@@ -38,9 +43,10 @@ from ..core.validation import Validator
 from ..core.vocabulary import CRIMES, INCIDENTS
 from .reading import CaptureError, read_payloads
 
-__all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_messages"]
+__all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_batches"]
 
 _BATCH = 4096
+_QUEUED = 16  # frames received and not yet applied: ~10 MB at most
 
 
 class Invalid(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="v"):
@@ -123,31 +129,71 @@ def _child(conn, paths: list[str], config: CoreConfig, now: int) -> None:  # pra
     conn.close()
 
 
-def claimed_messages(paths: list[str], config: CoreConfig, now: int, jobs: int = 2) -> Iterator[Claim]:
-    """What the event stage sends on for the capture files, in file order (see the module doc)."""
+def _widen(conn) -> None:
+    """The largest pipe buffer an unprivileged process may ask for (Linux): a frame or two in flight."""
+    try:
+        import fcntl
+
+        with open("/proc/sys/fs/pipe-max-size") as fh:
+            size = int(fh.read())
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, min(size, 1 << 20))
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass
+
+
+def _receive(conn, frames: "queue.Queue", stop: threading.Event) -> None:
+    """The parent's receiving thread: frames off the pipe as soon as they come
+    (``None`` when the reader died), so that neither process waits for the
+    other's slow moments: the reader for the ledgers' settles, the ledgers for
+    a slow stretch of validation. At most :data:`_QUEUED` frames wait."""
+    try:
+        while not stop.is_set():
+            frame = conn.recv_bytes()
+            frames.put(frame)
+            if not frame:
+                return
+    except (EOFError, OSError):
+        if not stop.is_set():
+            frames.put(None)
+
+
+def claimed_batches(paths: list[str], config: CoreConfig, now: int, jobs: int = 2) -> Iterator[list[Claim]]:
+    """What the event stage sends on for the capture files, in file order, in
+    batches of a few thousand (see the module doc)."""
     if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods() or len(os.sched_getaffinity(0)) < 2:
-        for batch in _items(paths, config, now):
-            yield from batch
+        yield from _items(paths, config, now)
         return
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
+    _widen(parent)
     proc = ctx.Process(target=_child, args=(child, paths, config, now), daemon=True)
     proc.start()
     child.close()
+    frames: queue.Queue = queue.Queue(maxsize=_QUEUED)
+    stop = threading.Event()
+    receiver = threading.Thread(target=_receive, args=(parent, frames, stop), name="capture-frames", daemon=True)
+    receiver.start()
     decode = _decoder.decode
     try:
         while True:
-            try:
-                frame = parent.recv_bytes()
-            except EOFError:
-                raise CaptureError("the capture reader stopped unexpectedly") from None
+            frame = frames.get()
+            if frame is None:
+                raise CaptureError("the capture reader stopped unexpectedly")
             if not frame:
                 break
-            for item in decode(frame):
-                if type(item) is _Failed:
-                    raise CaptureError(item.message)
-                yield item
+            batch = decode(frame)
+            if batch and type(batch[-1]) is _Failed:  # a failure is a frame of its own
+                raise CaptureError(batch[-1].message)
+            yield batch
     finally:
+        stop.set()
+        if receiver.is_alive():  # stopped early: the reader's output is not wanted any more
+            proc.kill()
+        while receiver.is_alive():  # it may wait to queue a frame nobody will read
+            try:
+                frames.get(timeout=0.05)
+            except queue.Empty:
+                pass
         parent.close()
         proc.join(timeout=5)
         if proc.is_alive():
