@@ -134,7 +134,7 @@ class IncidentLedger:
         self.max_time: int | None = None
         self.changes = IncidentChanges()
         self._timers = Timers(coarse=deferred)  # the deferred ledger asks only at a settle
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, IncidentState] = {}  # deferred mode: changed since the last settle
         self._w: int | None = None            # the watermark, kept with max_time (read per event)
         self._retained_after = _NEVER          # deferred mode: an incident idle up to here may be evicted
 
@@ -161,21 +161,23 @@ class IncidentLedger:
         st = self.incidents.get(incident_id)
         if st is not None and st.last <= self._retained_after and self.deferred:
             st = self._live(incident_id, st)
-        if st is None:
-            st = self.incidents[incident_id] = IncidentState()
-        elif st.has_event(ev.event_id):
-            return False
-        if len(st.events) >= MAX_EVENTS_PER_INCIDENT:
-            raise StateLimit(f"incident {incident_id[:80]!r} already has {len(st.events):,} events, the most "
-                             f"one incident may hold; event {ev.event_id[:80]!r} not applied")
-        was_seen = st.opening is not None
-        events = st.events
-        if not events:
-            st.events = [ev]  # one slot: most incidents are evicted with the one event they have
-        elif ev > events[-1]:
-            events.append(ev)
+        if st is None:  # one slot: most incidents are evicted with the one event they have
+            st = self.incidents[incident_id] = IncidentState([ev], None, (), _NO_CRIMES)
+            was_seen = False
         else:
-            bisect.insort(events, ev)
+            events = st.events
+            if st.has_event(ev.event_id):
+                return False
+            if len(events) >= MAX_EVENTS_PER_INCIDENT:
+                raise StateLimit(f"incident {incident_id[:80]!r} already has {len(events):,} events, the most "
+                                 f"one incident may hold; event {ev.event_id[:80]!r} not applied")
+            was_seen = st.opening is not None
+            if not events:
+                st.events = [ev]
+            elif ev > events[-1]:
+                events.append(ev)
+            else:
+                bisect.insort(events, ev)
         if ev.at > st.last:
             st.last = ev.at
         if ev.kind == "opened" and (st.opening is None or ev < st.opening):  # (time, event id) decide
@@ -187,7 +189,7 @@ class IncidentLedger:
         if self.max_time is None or ev.at > self.max_time:
             self.observe(ev.at)
         if self.deferred:
-            self._dirty.add(incident_id)
+            self._dirty[incident_id] = st
         else:
             self._evaluate(incident_id, st)
         return True
@@ -212,7 +214,7 @@ class IncidentLedger:
         if not known and st.opening is not None:
             self.changes.notices.append(Notice(crime_id, incident_id))
         if self.deferred:
-            self._dirty.add(incident_id)
+            self._dirty[incident_id] = st
         else:
             self._evaluate(incident_id, st)
 
@@ -227,12 +229,10 @@ class IncidentLedger:
     def settle(self) -> None:
         """Deferred mode: evaluate every incident that changed, then those whose
         timers the watermark has reached."""
-        dirty, self._dirty = self._dirty, set()
-        incidents = self.incidents
-        for incident_id in dirty:
-            st = incidents.get(incident_id)
-            if st is not None:
-                self._evaluate(incident_id, st)
+        dirty, self._dirty = self._dirty, {}
+        evaluate = self._evaluate
+        for incident_id, st in dirty.items():
+            evaluate(incident_id, st)
         self._due()
 
     # --------------------------------------------------------------- internals
@@ -241,7 +241,7 @@ class IncidentLedger:
         (it evicts lazily: it checks here what eager mode's timers did already)."""
         w = self.watermark
         if w is not None and st.last + self.params.state_retention <= w:
-            self._dirty.discard(incident_id)
+            self._dirty.pop(incident_id, None)
             self._evaluate(incident_id, st)
             return self.incidents.get(incident_id)
         return st
