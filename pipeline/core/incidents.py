@@ -280,9 +280,8 @@ class IncidentLedger:
         evict_at = st.last + p.state_retention
         if a is not None and a.deadline is not None:
             evict_at = max(evict_at, a.deadline + p.state_retention)
-        transition = self.tally.move(incident_id, st, status, a)
-        if transition is not None and not self.deferred:  # offline: no metrics, no alerts
-            self.changes.transitions.append(transition)
+        # offline, nobody counts the transitions (no metrics)
+        self.tally.move(incident_id, st, status, a, None if self.deferred else self.changes.transitions)
         if w is not None and evict_at <= w:
             self._evict(incident_id, st)
             return

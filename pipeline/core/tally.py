@@ -14,6 +14,7 @@ chooses to call them ``other`` (contract §2: "kept as sent everywhere else").
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from typing import NamedTuple
 
@@ -68,11 +69,8 @@ UNOPENED_KEY = Contribution(UNOPENED, None, None, None, None)
 
 
 def delay_bucket(delay: int) -> int:
-    """Index of the recording-delay bucket of ``delay`` microseconds."""
-    for i, edge in enumerate(_DELAY_EDGES):
-        if delay < edge:
-            return i
-    return len(_DELAY_EDGES)
+    """Index of the recording-delay bucket of ``delay`` microseconds (the first edge above it)."""
+    return bisect_right(_DELAY_EDGES, delay)
 
 
 def shift(counter: Counter, old, new, n: int = 1) -> None:
@@ -108,8 +106,11 @@ class IncidentTally:
     def _intern(self, key):
         return self._interned.setdefault(key, key)
 
-    def move(self, incident_id: str, st, status: str | None, a: Assessment | None) -> Transition | None:
-        """Bring ``st``'s counted keys to ``status``; the transition if its contribution moved."""
+    def move(self, incident_id: str, st, status: str | None, a: Assessment | None,
+             transitions: list | None = None) -> None:
+        """Bring ``st``'s counted keys to ``status``; when its contribution moved,
+        the :class:`Transition` goes on ``transitions`` (None: nobody counts them,
+        as in the offline audit)."""
         if status is None:
             key = day = delay = None
         elif a is None:
@@ -136,12 +137,13 @@ class IncidentTally:
             st.delay = delay
         old = st.key
         if key is old:
-            return None
+            return
         shift(self.agg, old, key)
         st.key = key
-        became_recorded = delay is not None and (old is None or old.status not in RECORDED_STATUSES)
-        return Transition(incident_id, old, key,
-                          max(0, a.recorded_at - a.required_since) / US if became_recorded else None)
+        if transitions is not None:
+            became_recorded = delay is not None and (old is None or old.status not in RECORDED_STATUSES)
+            transitions.append(Transition(incident_id, old, key, max(0, a.recorded_at - a.required_since) / US
+                                          if became_recorded else None))
 
     def evict(self, st) -> None:
         """The incident is forgotten; what it contributed stays counted."""
