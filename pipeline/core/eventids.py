@@ -56,8 +56,8 @@ class EventIds:
         self.max_time: int | None = None
         self.added: list[tuple[str, str, int]] = []  # (side, event_id, at) since the last drain
         self.removed: list[tuple[str, str]] = []     # (side, event_id) forgotten since the last drain
-        # expiry buckets: (bucket, side) -> event ids; a heap of the buckets
-        self._buckets: dict[tuple[int, str], list[str]] = {}
+        # expiry buckets: per feed, bucket -> event ids; a heap of the buckets
+        self._buckets: dict[str, dict[int, list[str]]] = {side: {} for side in SIDES}
         self._bucket_heap: list[int] = []
 
     @property
@@ -88,11 +88,12 @@ class EventIds:
         seen[event_id] = at
         if self.track:
             self.added.append((side, event_id, at))
-        key = (expiry // _BUCKET, side)
-        ids = self._buckets.get(key)
+        bucket = expiry // _BUCKET
+        buckets = self._buckets[side]
+        ids = buckets.get(bucket)
         if ids is None:
-            ids = self._buckets[key] = []
-            heapq.heappush(self._bucket_heap, key[0])
+            ids = buckets[bucket] = []
+            heapq.heappush(self._bucket_heap, bucket)
         ids.append(event_id)
         return FIRST
 
@@ -112,7 +113,7 @@ class EventIds:
                 self._forget(bucket, side)
 
     def _forget(self, bucket: int, side: str) -> None:
-        ids = self._buckets.pop((bucket, side), None)
+        ids = self._buckets[side].pop(bucket, None)
         if not ids:
             return
         seen, retention, track = self.seen[side], self.retention, self.track
@@ -147,9 +148,9 @@ class EventIds:
             if (w is not None and (bucket + 1) * _BUCKET <= w) or event_id in self.seen[side]:
                 continue
             self.seen[side][event_id] = at
-            bucket_ids = self._buckets.get((bucket, side))
+            bucket_ids = self._buckets[side].get(bucket)
             if bucket_ids is None:
-                bucket_ids = self._buckets[(bucket, side)] = []
+                bucket_ids = self._buckets[side][bucket] = []
                 heapq.heappush(self._bucket_heap, bucket)
             bucket_ids.append(event_id)
 
