@@ -22,15 +22,30 @@ __all__ = ["Monitor"]
 
 
 class _DirectRouter:
-    """Stage messages as direct calls (one partition of everything)."""
+    """Stage messages as direct calls (one partition of everything).
+
+    The crime ledger learns the time of an incident event when it is next
+    asked something (a crime event, a notice, the audit), not at once: its
+    watermark only evicts crimes, and an eviction can only show when a crime
+    is next touched, so it is the same result with one call per crime event
+    instead of one per incident event.
+    """
 
     def __init__(self, monitor: "Monitor") -> None:
         self.m = monitor
+        self.t: int | None = None  # the latest valid event time of either feed
+
+    def crimes_now(self) -> CrimeStage:
+        """The crime stage, caught up with every event time so far."""
+        crime = self.m.crime
+        crime.observe(self.t)
+        return crime
 
     def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
         m = self.m
+        if self.t is None or ev.at > self.t:
+            self.t = ev.at
         m.incident.event(ev, stale)
-        m.crime.observe(ev.at)
         if m.eager:
             m.incident.flush()
         else:  # deferred: no alerts to decide, but a notice must not wait for the next settle
@@ -38,7 +53,9 @@ class _DirectRouter:
 
     def crime_event(self, ev: CrimeEvent, stale: bool) -> None:
         m = self.m
-        m.crime.event(ev, stale)
+        self.crimes_now().event(ev, stale)
+        if self.t is None or ev.at > self.t:
+            self.t = ev.at
         m.incident.observe(ev.at)
         m.crime.flush()
         if m.eager:
@@ -50,7 +67,7 @@ class _DirectRouter:
         self.m.incident.link(link)
 
     def notice(self, notice: Notice) -> None:
-        self.m.crime.notice(notice)
+        self.crimes_now().notice(notice)
 
     def alert(self, alert: Alert) -> None:
         if self.m.keep_alerts:
@@ -94,7 +111,7 @@ class Monitor:
 
     @property
     def crimes(self):
-        return self.crime.ledger
+        return self._router.crimes_now().ledger
 
     @property
     def event_ids(self):
@@ -157,10 +174,7 @@ class Monitor:
         """Deferred mode: :meth:`settle` once per quarter of ``state_retention``
         of event time, so that what is due for eviction is evicted (memory stays
         bounded by the retention, not by the length of the capture)."""
-        t = self.incident.ledger.max_time
-        c = self.crime.ledger.max_time
-        if c is not None and (t is None or c > t):
-            t = c
+        t = self._router.t
         if t is None:
             return
         if self._settled_at is None:
@@ -170,19 +184,18 @@ class Monitor:
 
     def settle(self) -> None:
         """Deferred mode: bring every status up to the current watermark."""
-        incident, crime = self.incident, self.crime
-        t = incident.ledger.max_time
-        crime.observe(t)
-        incident.observe(crime.ledger.max_time)
-        self.events.observe(incident.ledger.max_time)
+        incident, crime, t = self.incident, self._router.crimes_now(), self._router.t
+        incident.observe(t)
+        self.events.observe(t)
         incident.ledger.settle()
         incident.flush()
         crime.flush()
-        self._settled_at = incident.ledger.max_time
+        self._settled_at = t
 
     def parts(self) -> AuditParts:
         if not self.eager:
             self.settle()
+        self._router.crimes_now()
         return AuditParts.total((self.events.parts(), self.incident.parts(), self.crime.parts()))
 
     def audit(self) -> dict:
