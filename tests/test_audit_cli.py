@@ -138,7 +138,7 @@ def test_the_reader_process_changes_nothing(tmp_path, retention_days):
     in one process (``jobs=1``): the audit, the rejection reasons and the
     message count are the monitor's own, message by message, also when ids
     expire and stale first copies reach the ledgers (a one-day retention:
-    the deferred ledger then settles every six hours of event time); and on
+    the deferred ledger then settles every two hours of event time); and on
     the simulated capture the deferred monitor's audit is the eager one's."""
     import time
 

