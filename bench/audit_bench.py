@@ -9,7 +9,8 @@ below which it is a regression: a quarter. Its peak RSS must stay under
 150 MiB: the larger of ``ru_maxrss`` of the child (from ``wait4``, as
 ``/usr/bin/time -v`` reports it; for a command that starts processes of its
 own, the largest of them) and the RSS summed over the command's process tree,
-sampled every 50 ms from ``/proc/<pid>/smaps_rollup`` (PSS in the note).
+sampled every 50 ms from ``/proc/<pid>/status`` (PSS in the note, every
+0.5 s: see :func:`common.tree_memory`).
 
 Three measurements per round, rotated round by round (parse, cli, loop;
 cli, loop, parse; ...), medians of ``--runs``:
