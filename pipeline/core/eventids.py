@@ -28,6 +28,7 @@ from .vocabulary import SIDES
 __all__ = ["EventIds", "Counts", "DUPLICATE", "FIRST", "STALE"]
 
 _BUCKET = HOUR
+_NEVER = 1 << 126  # later than any event time
 DUPLICATE, FIRST, STALE = 0, 1, 2
 
 
@@ -59,6 +60,7 @@ class EventIds:
         # expiry buckets: per feed, bucket -> event ids; a heap of the buckets
         self._buckets: dict[str, dict[int, list[str]]] = {side: {} for side in SIDES}
         self._bucket_heap: list[int] = []
+        self._forget_from = _NEVER  # the event time from which the earliest bucket has expired
 
     @property
     def watermark(self) -> int | None:
@@ -80,8 +82,9 @@ class EventIds:
         self.counts[side]["valid"] += 1
         max_time = self.max_time
         if max_time is None or at > max_time:
-            self.observe(at)
-            max_time = at
+            self.max_time = max_time = at
+            if at >= self._forget_from:
+                self._expire()
         expiry = at + self.retention
         if expiry <= max_time - self.lateness:
             return STALE
@@ -89,11 +92,9 @@ class EventIds:
         if self.track:
             self.added.append((side, event_id, at))
         bucket = expiry // _BUCKET
-        buckets = self._buckets[side]
-        ids = buckets.get(bucket)
+        ids = self._buckets[side].get(bucket)
         if ids is None:
-            ids = buckets[bucket] = []
-            heapq.heappush(self._bucket_heap, bucket)
+            ids = self._new_bucket(side, bucket)
         ids.append(event_id)
         return FIRST
 
@@ -105,12 +106,27 @@ class EventIds:
         if event_time is None or (self.max_time is not None and event_time <= self.max_time):
             return
         self.max_time = event_time
-        w = event_time - self.lateness
+        if event_time >= self._forget_from:
+            self._expire()
+
+    def _expire(self) -> None:
+        """Forget the ids of every bucket the watermark has passed (a bucket
+        expires at its end: the last instant whose ids it holds)."""
+        w = self.watermark
         heap = self._bucket_heap
         while heap and (heap[0] + 1) * _BUCKET <= w:
             bucket = heapq.heappop(heap)
             for side in SIDES:
                 self._forget(bucket, side)
+        self._forget_from = (heap[0] + 1) * _BUCKET + self.lateness if heap else _NEVER
+
+    def _new_bucket(self, side: str, bucket: int) -> list[str]:
+        ids = self._buckets[side][bucket] = []
+        heap = self._bucket_heap
+        heapq.heappush(heap, bucket)
+        if heap[0] == bucket:  # W >= end of bucket  <=>  max_time >= end of bucket + lateness
+            self._forget_from = (bucket + 1) * _BUCKET + self.lateness
+        return ids
 
     def _forget(self, bucket: int, side: str) -> None:
         ids = self._buckets[side].pop(bucket, None)
@@ -150,8 +166,7 @@ class EventIds:
             self.seen[side][event_id] = at
             bucket_ids = self._buckets[side].get(bucket)
             if bucket_ids is None:
-                bucket_ids = self._buckets[side][bucket] = []
-                heapq.heappush(self._bucket_heap, bucket)
+                bucket_ids = self._new_bucket(side, bucket)
             bucket_ids.append(event_id)
 
     def meta(self) -> dict:
