@@ -13,15 +13,15 @@ that names the variable.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator,
+    BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .core.config import CoreConfig, InputTopics, Limits, Params, Vocabulary
 from .core.times import US
@@ -81,15 +81,40 @@ def _split(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Names = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
+Names = Annotated[tuple[str, ...], BeforeValidator(_split)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class Settings(BaseSettings):
+_ENV_PREFIX = "CDI_"
+
+
+def _environment(fields) -> dict[str, str]:
+    """The ``CDI_<FIELD>`` variables set (names in any case), as field -> text.
+
+    Read here rather than through pydantic-settings: these dozen lines are all
+    of it that cdiwatch used, and that library cost every command 50 ms and
+    11 MiB at start (it imports asyncio, ssl and email), twice over for the
+    offline audit's two processes. Other ``CDI_*`` names are not fields and
+    are ignored, as before.
+    """
+    out = {}
+    for key, value in os.environ.items():
+        upper = key.upper()
+        if upper.startswith(_ENV_PREFIX):
+            name = upper[len(_ENV_PREFIX):].lower()
+            if name in fields:
+                out[name] = value
+    return out
+
+
+class Settings(BaseModel):
     """Configuration of the monitor, its command line and its tests (README: "Configuration")."""
 
-    model_config = SettingsConfigDict(env_prefix="CDI_", frozen=True, extra="forbid",
-                                      validate_default=True, hide_input_in_errors=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, hide_input_in_errors=True)
+
+    def __init__(self, **values: Any) -> None:
+        """The defaults, then the ``CDI_*`` environment, then ``values`` (flags, tests)."""
+        super().__init__(**{**_environment(type(self).model_fields), **values})
 
     # --- Kafka: where, and how securely (contract §7)
     broker: str = Field("kafka://127.0.0.1:9092", description="bootstrap servers, kafka://HOST:PORT[,HOST:PORT]")
