@@ -113,3 +113,24 @@ def test_debug_shows_the_traceback_of_an_unexpected_failure(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, "--debug", "audit", str(SAMPLE)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert "Traceback" in proc.stderr
+
+
+def test_settings_come_from_defaults_then_cdi_variables_then_flags(monkeypatch):
+    """The environment as operators set it: ``CDI_<FIELD>`` in any case, lists
+    comma-separated, durations with units; a flag (keyword) wins over the
+    variable; a ``CDI_*`` name that is no setting is ignored, not an error."""
+    from pipeline.settings import Settings, load_settings
+
+    for key in [k for k in os.environ if k.upper().startswith("CDI_")]:
+        monkeypatch.delenv(key)
+    assert Settings().partitions == 6
+    monkeypatch.setenv("CDI_PARTITIONS", "9")
+    monkeypatch.setenv("cdi_log_level", "WARNING")
+    monkeypatch.setenv("CDI_DISTRICTS", "Dover, Thanet ,")
+    monkeypatch.setenv("CDI_STATE_RETENTION", "7d")
+    monkeypatch.setenv("CDI_NOT_A_SETTING", "whatever")
+    s = load_settings()
+    assert (s.partitions, s.log_level, s.districts, s.state_retention) == (9, "warning", ("Dover", "Thanet"),
+                                                                          7 * 86400.0)
+    assert load_settings(partitions=3, log_level=None).partitions == 3
+    assert load_settings(log_level=None).log_level == "warning"
