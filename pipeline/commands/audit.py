@@ -194,7 +194,8 @@ def run(args, settings) -> int:
             print(f"processing error (a worker dead-letters it): event {event_id}: {detail}", file=sys.stderr)
         print(f"cdiwatch audit: read {result.messages + len(result.skipped):,} lines: {result.messages:,} "
               f"messages, {len(result.skipped):,} skipped", file=sys.stderr)
-        doc, report = result.audit(), result.report()
+        doc = result.audit() if args.json else None
+        report = result.report() if (not args.json or args.html) else None
         source, problems = names, len(result.skipped)
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
