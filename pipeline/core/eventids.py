@@ -53,7 +53,7 @@ class EventIds:
         self.lateness = params.allowed_lateness
         # Seen ids per feed. Each is in exactly one expiry bucket (an id is added
         # only when absent, and leaves only with its bucket), so its time need
-        # not be kept: a set, 9 MiB less for the 300,000 ids of a month.
+        # not be kept: a set (the reader of the 300k bench capture: 7 MiB less).
         self.seen: dict[str, set[str]] = {side: set() for side in SIDES}
         self.counts: dict[str, Counts] = {side: Counts() for side in SIDES}
         self.forgotten: Counter = Counter()  # ids expired per feed (still counted as valid)
