@@ -32,6 +32,7 @@ consumer back (:meth:`Runner._gap`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -344,6 +345,7 @@ class Runner:
                 await self._recover([tp for tp in tps if self.plan.stage_of(tp.topic) is not None])
             finally:
                 self.recovering = False
+            gc.freeze()  # the recovered state lives long: no collection need walk it again (0.2 s with a month)
             self.joined = True
 
     async def _recover(self, tps: list[TopicPartition]) -> None:
