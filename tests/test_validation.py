@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import test_contract_models as tm
 from pipeline.core.config import Limits, Vocabulary
 from pipeline.core.events import CrimeEvent, IncidentEvent, Rejection
-from pipeline.core.times import MAX_US, MIN_US, format_time, parse_time
+from pipeline.core.times import MAX_US, MIN_US, format_time, parse_time, parse_times
 from pipeline.core.validation import Validator
 from pipeline.core.vocabulary import DEADLETTER_DETAIL_CHARS, REASONS
 
@@ -69,6 +69,48 @@ def test_format_time_round_trips_exactly(us):
 
 def test_format_time_of_none_is_none():
     assert format_time(None) is None
+
+
+#: Instants of every shape §2 admits, the three msgspec reads differently
+#: (a space for T, an offset without its colon, more than six fraction digits),
+#: and the edges of the range.
+STAMPS = ["2026-01-06T00:02:01.977Z", "2026-01-06T01:00:49.715168+01:00", "2026-01-06T00:02:01Z",
+          "2026-01-06t00:02:01-05:30", "1970-01-01T00:00:00.5z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z",
+          "0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00", "2026-01-06 00:02:01Z",
+          "2026-01-06T00:02:01+0100", "2026-01-06T00:02:01.1234567Z", "2024-02-29T23:59:59.9999995-00:00"]
+ODD = "0123456789-:T tzZ+.,|٣²\n"
+
+
+@st.composite
+def stamp(draw) -> str:
+    """An instant from :data:`STAMPS`, perhaps with a few characters changed, added or removed."""
+    text = list(draw(st.sampled_from(STAMPS)))
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+        at = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["set", "add", "cut"]))
+        if op == "add" or not text:
+            text.insert(at, draw(st.sampled_from(ODD)))
+        elif op == "set":
+            text[min(at, len(text) - 1)] = draw(st.sampled_from(ODD))
+        else:
+            del text[min(at, len(text) - 1)]
+    return "".join(text)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.one_of(stamp(), st.sampled_from(STAMPS[:5]), st.text(max_size=40)), max_size=40))
+def test_parse_times_gives_what_parse_time_gives_for_each(texts):
+    assert parse_times(texts) == [parse_time(t) for t in texts]
+
+
+def test_parse_times_uses_the_batch_parser_and_still_reads_each_deviation_as_section_2_does():
+    plain = STAMPS[:5] * 20
+    assert parse_times(plain) == [parse_time(t) for t in plain]
+    for odd in ("2026-01-06 00:02:01Z", "2026-01-06T00:02:01+0100", "2026-01-06T00:02:01.1234567Z"):
+        assert parse_times(plain + [odd] + plain) == [parse_time(t) for t in plain + [odd] + plain]
+    assert parse_times(["yesterday"] + plain + ["2026-01-06T00:02:01"]) == [None] + [parse_time(t) for t in plain] + [None]
+    assert parse_times(["2026-01-06T00:02:01.1234567Z"]) == [parse_time("2026-01-06T00:02:01.1234567Z")] == [1767657721123456]
+    assert parse_times([]) == []
 
 
 # ----------------------------------------------------------------------------- events
@@ -275,6 +317,13 @@ def _judged(side: str, raw: bytes, now: int):
 @given(hostile(), st.sampled_from(["incidents", "crimes"]), st.sampled_from([NOW, MIN_US, MAX_US]))
 def test_hostile_input_never_raises_and_gets_a_reason_of_section_2(raw, side, now):
     _judged(side, raw, now)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.one_of(hostile(), st.builds(lambda e: orjson.dumps(e), tm.valid_events())), max_size=30),
+       st.sampled_from(["incidents", "crimes"]), st.sampled_from([NOW, MIN_US, MAX_US]))
+def test_validate_many_gives_what_validate_gives_for_each(raws, side, now):
+    assert V.validate_many(side, raws, now) == [V.validate(side, raw, now) for raw in raws]
 
 
 @settings(max_examples=1000, deadline=None)
