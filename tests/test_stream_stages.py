@@ -248,3 +248,44 @@ def test_a_stage_record_past_the_checkpoint_sends_the_consumer_back_to_it():
     assert consumer.seeks[-1] == (tp, 43) and part.next_offset == 43 and part.dirty is False
     assert consumer.commits[-1] == {tp: 43}
 
+
+
+def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_defect():
+    from pipeline.core.events import Arrival, Invalid
+    from pipeline.core.validation import Validator
+    from pipeline.stream.intake import Intake
+
+    class Router:
+        def __init__(self):
+            self.ops = []
+
+        def add(self, stage, op):
+            self.ops.append(op)
+
+    class Defective(Validator):
+        """Its batch path raises; one record raises alone too."""
+
+        def validate_many(self, side, raws, now):
+            raise RuntimeError("injected batch defect")
+
+        def validate(self, side, raw, now):
+            if b"boom" in raw:
+                raise RuntimeError("injected record defect")
+            return super().validate(side, raw, now)
+
+    s = Settings()
+    msgs = [m for m in MESSAGES if m.topic == "cc.incidents"][:50]
+    records = [Record(m.topic, 0, i, m.key, m.payload) for i, m in enumerate(msgs)]
+    records.insert(10, Record("cc.incidents", 0, 99, None, b'{"boom": 1}'))
+    records.insert(20, Record("cc.incidents", 0, 100, None, None))
+    outcomes = {}
+    for name, validator in (("batch", Validator()), ("fallback", Defective())):
+        router, errors = Router(), []
+        Intake(s.core().topics, validator, router).handle("cc.incidents", records, lambda *a: errors.append(a))
+        outcomes[name] = ([(type(op).__name__, op.offset) for op in router.ops], [e[2] for e in errors])
+        assert all(type(op) in (Arrival, Invalid) for op in router.ops)
+    batch_ops, batch_errors = outcomes["batch"]
+    fallback_ops, fallback_errors = outcomes["fallback"]
+    assert batch_errors == [] and fallback_errors == [99]  # only the record that itself fails
+    assert fallback_ops == [op for op in batch_ops if op[1] != 99]
+    assert ("Invalid", 100) in batch_ops and ("Invalid", 99) in batch_ops and len(batch_ops) == 52

@@ -93,25 +93,44 @@ class _Forward:
 
 
 def _items(paths: list[str], config: CoreConfig, now: int) -> Iterator[list]:
-    """The reader: lists of :data:`Claim` items, in file order, :class:`Claimed` last."""
-    validate = Validator(config.vocabulary, config.limits).validate
+    """The reader: lists of :data:`Claim` items, in file order, :class:`Claimed` last.
+
+    Messages are validated a batch per feed at a time (:meth:`Validator.validate_many`)
+    and claimed in file order; a skipped line first settles the batch before it."""
+    validate_many = Validator(config.vocabulary, config.limits).validate_many
     side_of = {config.topics.incidents: INCIDENTS, config.topics.crimes: CRIMES}
     out: list = []
     stage = EventStage(config, _Forward(out), persist=False)
     arrive, reject = stage.arrive, stage.reject
-    skip = out.append
-    for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes,
-                                        lambda p, ln, why: skip(Skipped(p, ln, why))):
+    pending: dict[str, list[bytes]] = {INCIDENTS: [], CRIMES: []}
+    order: list[str] = []  # the feed of each pending message, in file order
+
+    def claim() -> None:
+        results = {side: iter(validate_many(side, raws, now)) for side, raws in pending.items() if raws}
+        for side in order:
+            r = next(results[side])
+            if type(r) is Rejection:
+                reject(side)
+                out.append(Invalid(side, r.reason))
+            else:
+                arrive(r)
+        order.clear()
+        for raws in pending.values():
+            raws.clear()
+
+    def skipped(path: str, line_no: int, why: str) -> None:
+        claim()
+        out.append(Skipped(path, line_no, why))
+
+    for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes, skipped):
         side = side_of[topic]
-        r = validate(side, payload, now)
-        if type(r) is Rejection:
-            reject(side)
-            out.append(Invalid(side, r.reason))
-        else:
-            arrive(r)
-        if len(out) >= _BATCH:
+        pending[side].append(payload)
+        order.append(side)
+        if len(order) >= _BATCH:
+            claim()
             yield out[:]
             out.clear()
+    claim()
     out.append(Claimed(stage.meta()))
     yield out
 
