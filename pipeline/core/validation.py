@@ -3,8 +3,10 @@
 One validator, compiled: the field rules of §2 (types, vocabularies, required
 fields per ``event_type``, the revision-2 limits on ids, lists and district)
 are declared once as msgspec types (:func:`wire_types`) and checked in C while
-the JSON is decoded. What a type cannot say is checked here in Python, on the
-decoded values only: timestamp ranges, ``reported_at`` not after
+the JSON is decoded. What a type cannot say is checked here, on the decoded
+values only: the instants (:mod:`~pipeline.core.times`: one by one in
+:meth:`Validator.validate`, a batch in one C call in :meth:`Validator.validate_many`,
+which the offline reader and the workers' intake use), ``reported_at`` not after
 ``occurred_at``, and the future-timestamp rule, which needs the wall clock
 *when the monitor reads the message* (passed in as ``now``: the core reads no clock).
 
