@@ -113,6 +113,18 @@ def test_parse_times_uses_the_batch_parser_and_still_reads_each_deviation_as_sec
     assert parse_times([]) == []
 
 
+def test_parse_times_across_chunks_and_with_many_invalid_texts():
+    """Batches longer than one msgspec call, invalid texts dense or sparse,
+    deviations on either side of a chunk's edge: the same as one by one."""
+    import random
+
+    rng = random.Random(7)
+    pool = STAMPS + ["yesterday", "", "2026-01-06T00:02:01", "x" * 50]
+    for p_odd in (0.0, 0.001, 0.05, 0.9):
+        texts = [rng.choice(pool) if rng.random() < p_odd else rng.choice(STAMPS[:5]) for _ in range(3000)]
+        assert parse_times(texts) == [parse_time(t) for t in texts]
+
+
 # ----------------------------------------------------------------------------- events
 
 def test_opened_event_fields():

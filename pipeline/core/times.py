@@ -70,6 +70,8 @@ _convert = msgspec.convert
 _ValidationError = msgspec.ValidationError
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _AT_INDEX = re.compile(r"`\$\[(\d+)\]`$")
+_CHUNK = 1024   # texts per msgspec call
+_RETRIES = 8    # invalid texts a chunk may have before the rest is parsed one by one
 
 
 def parse_times(texts: list[str]) -> list[int | None]:
@@ -89,8 +91,16 @@ def parse_times(texts: list[str]) -> list[int | None]:
     proves it gives what :func:`parse_time` gives, batch for batch.
     """
     out: list[int | None] = []
-    n = len(texts)
-    start = 0
+    for i in range(0, len(texts), _CHUNK):
+        _parse_chunk(texts[i:i + _CHUNK], out)
+    return out
+
+
+def _parse_chunk(texts: list[str], out: list) -> None:
+    """:func:`parse_times` of at most :data:`_CHUNK` texts. After each invalid
+    text the rest is parsed again, so a chunk gets a few of those before the
+    rest of it goes one by one: the work stays linear whatever a feed sends."""
+    start, n, retries = 0, len(texts), _RETRIES
     while start < n:
         part = texts[start:] if start else texts
         try:
@@ -98,17 +108,17 @@ def parse_times(texts: list[str]) -> list[int | None]:
         except _ValidationError as exc:
             m = _AT_INDEX.search(str(exc))
             bad = int(m.group(1)) if m else -1
-            if not 0 <= bad < len(part):  # no position given: one by one
+            if not 0 <= bad < len(part) or not retries:  # no position given, or many invalid: one by one
                 out.extend(map(parse_time, part))
-                return out
+                return
             if bad:
                 _checked(part[:bad], _convert(part[:bad], _AWARE), out)
             out.append(parse_time(part[bad]))
             start += bad + 1
+            retries -= 1
             continue
         _checked(part, dts, out)
-        break
-    return out
+        return
 
 
 def _checked(texts: list[str], dts: list[datetime], out: list) -> None:
