@@ -69,6 +69,11 @@ _AWARE = list[Annotated[datetime, msgspec.Meta(tz=True)]]
 _convert = msgspec.convert
 _ValidationError = msgspec.ValidationError
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+#: Every shape of :data:`RFC3339` (digits as ``0``) whose fraction has at most six digits.
+_SHAPES = frozenset(b"0000-00-00" + sep + b"00:00:00" + fraction + offset
+                    for sep in (b"T", b"t")
+                    for fraction in [b""] + [b"." + b"0" * n for n in range(1, 7)]
+                    for offset in (b"Z", b"z", b"+00:00", b"-00:00"))
 _AT_INDEX = re.compile(r"`\$\[(\d+)\]`$")
 _CHUNK = 1024   # texts per msgspec call
 _RETRIES = 8    # invalid texts a chunk may have before the rest is parsed one by one
@@ -82,10 +87,13 @@ def parse_times(texts: list[str]) -> list[int | None]:
     validation (~0.9 us each in the offline audit's reader). Here msgspec's C
     parser reads the whole batch in one call (~0.03 us each; the subtraction
     that makes microseconds of each costs ~0.17 us more). msgspec is a little
-    more lenient than :data:`RFC3339`: a space for the ``T``, an offset without
-    its colon (``+0100``), and fractions beyond microseconds *rounded*, where
-    §2 truncates. A check of the batch's joined text, in C, finds those
-    (:func:`_checked`), and the batch is then parsed one by one; so is a text
+    more lenient than :data:`RFC3339` (a space for the ``T``, an offset without
+    its colon, fractions beyond microseconds *rounded*, where §2 truncates), so
+    its results are taken only when every text of the batch has a shape of
+    :data:`RFC3339` with at most six fraction digits, checked on the joined
+    text in C (:func:`_checked`); what msgspec then still checks is the values
+    (month, day, hour, offset minutes below 60...), as ``fromisoformat`` and
+    the pattern do. Otherwise the batch is parsed one by one; so is a text
     msgspec refuses (an invalid one, whose position its error gives). The
     range check of §2 applies to every result. ``tests/test_validation.py``
     proves it gives what :func:`parse_time` gives, batch for batch.
@@ -122,11 +130,10 @@ def _parse_chunk(texts: list[str], out: list) -> None:
 
 
 def _checked(texts: list[str], dts: list[datetime], out: list) -> None:
-    """The instants msgspec parsed, after the checks of :func:`parse_times`:
-    with every digit read as ``0``, a space, an offset ``±0000`` or seven
-    digits in a row can only come from a text §2 reads otherwise."""
-    shapes = ("|".join(texts) + "|").encode().translate(_DIGITS_AS_ZERO)
-    if b" " in shapes or b"0000000" in shapes or b"+0000|" in shapes or b"-0000|" in shapes:
+    """The instants msgspec parsed, once every text has one of the shapes of
+    :data:`RFC3339` with at most six fraction digits (:data:`_SHAPES`, digits
+    read as ``0``); otherwise the texts one by one."""
+    if not _SHAPES.issuperset("|".join(texts).encode().translate(_DIGITS_AS_ZERO).split(b"|")):
         out.extend(map(parse_time, texts))
         return
     epoch = _EPOCH
