@@ -113,6 +113,16 @@ def test_parse_times_uses_the_batch_parser_and_still_reads_each_deviation_as_sec
     assert parse_times([]) == []
 
 
+def test_parse_times_relies_on_msgspec_only_where_it_agrees_with_section_2(monkeypatch):
+    import pipeline.core.times as times
+
+    assert times.BATCH_PARSER  # this msgspec refuses what section 2 refuses for its values
+    assert all(parse_time(t) is None for t in times._REFUSED_VALUES)
+    texts = STAMPS + list(times._REFUSED_VALUES) + STAMPS[:5] * 10
+    monkeypatch.setattr(times, "BATCH_PARSER", False)
+    assert parse_times(texts) == [parse_time(t) for t in texts]
+
+
 def test_parse_times_across_chunks_and_with_many_invalid_texts():
     """Batches longer than one msgspec call, invalid texts dense or sparse,
     deviations on either side of a chunk's edge: the same as one by one."""

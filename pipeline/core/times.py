@@ -75,8 +75,27 @@ _SHAPES = frozenset(b"0000-00-00" + sep + b"00:00:00" + fraction + offset
                     for fraction in [b""] + [b"." + b"0" * n for n in range(1, 7)]
                     for offset in (b"Z", b"z", b"+00:00", b"-00:00"))
 _AT_INDEX = re.compile(r"`\$\[(\d+)\]`$")
+#: Texts of a valid shape that §2 refuses for their values: for such texts
+#: parse_times relies on msgspec's value checks, so they must refuse these too.
+_REFUSED_VALUES = ("2026-01-01T23:59:60Z", "2026-01-01T24:00:00Z", "2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z",
+                   "0000-01-01T00:00:00Z", "2026-01-01T00:00:00+01:60", "2026-01-01T00:00:00-24:00")
 _CHUNK = 1024   # texts per msgspec call
 _RETRIES = 8    # invalid texts a chunk may have before the rest is parsed one by one
+
+
+def _msgspec_agrees() -> bool:
+    """Whether this msgspec refuses every one of :data:`_REFUSED_VALUES` (checked once, at import)."""
+    for text in _REFUSED_VALUES:
+        try:
+            _convert([text], _AWARE)
+        except _ValidationError:
+            continue
+        return False
+    return True
+
+
+#: False: parse_times parses one by one (a msgspec whose datetime values differ from §2's).
+BATCH_PARSER = _msgspec_agrees()
 
 
 def parse_times(texts: list[str]) -> list[int | None]:
@@ -86,18 +105,23 @@ def parse_times(texts: list[str]) -> list[int | None]:
     in Python (the pattern, then ``fromisoformat``) was the largest cost of
     validation (~0.9 us each in the offline audit's reader). Here msgspec's C
     parser reads the whole batch in one call (~0.03 us each; the subtraction
-    that makes microseconds of each costs ~0.17 us more). msgspec is a little
-    more lenient than :data:`RFC3339` (a space for the ``T``, an offset without
-    its colon, fractions beyond microseconds *rounded*, where §2 truncates), so
-    its results are taken only when every text of the batch has a shape of
-    :data:`RFC3339` with at most six fraction digits, checked on the joined
-    text in C (:func:`_checked`); what msgspec then still checks is the values
-    (month, day, hour, offset minutes below 60...), as ``fromisoformat`` and
-    the pattern do. Otherwise the batch is parsed one by one; so is a text
-    msgspec refuses (an invalid one, whose position its error gives). The
-    range check of §2 applies to every result. ``tests/test_validation.py``
+    that makes microseconds of each costs ~0.17 us more).
+
+    msgspec reads a little more than :data:`RFC3339` (a space for the ``T``,
+    an offset without its colon) and rounds fractions beyond microseconds,
+    where §2 truncates. So its results are taken only when every text of the
+    batch has a shape of :data:`RFC3339` with at most six fraction digits,
+    checked on the joined text in C (:func:`_checked`); otherwise the batch is
+    parsed one by one, as is a text msgspec refuses (its error gives where).
+    For a text of a valid shape, msgspec's own checks of the values (month,
+    day, hour, offset minutes...) stand for ``fromisoformat``'s and the
+    pattern's: :data:`BATCH_PARSER` is False, and every text parsed one by
+    one, with a msgspec that accepts a value §2 refuses. The range check of §2
+    applies to every result. ``tests/test_validation.py``
     proves it gives what :func:`parse_time` gives, batch for batch.
     """
+    if not BATCH_PARSER:
+        return list(map(parse_time, texts))
     out: list[int | None] = []
     for i in range(0, len(texts), _CHUNK):
         _parse_chunk(texts[i:i + _CHUNK], out)
