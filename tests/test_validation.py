@@ -113,6 +113,23 @@ def test_parse_times_uses_the_batch_parser_and_still_reads_each_deviation_as_sec
     assert parse_times([]) == []
 
 
+def test_the_batch_parsers_shapes_are_the_rfc3339_pattern_with_at_most_six_fraction_digits():
+    """_SHAPES restates the grammar of times.RFC3339 for the batch path: the
+    same shapes, no more (a text per shape matches the pattern) and no fewer."""
+    import itertools
+    import re
+
+    import pipeline.core.times as times
+
+    pattern = re.compile(times.RFC3339_STRICT)
+    assert all(pattern.match(shape.decode().replace("0", "1")) for shape in times._SHAPES)
+    made = {"1111-11-11" + sep + "11:11:11" + frac + off
+            for sep, frac, off in itertools.product("Tt", [""] + ["." + "1" * n for n in range(1, 7)],
+                                                    ["Z", "z", "+11:11", "-11:11"])}
+    assert all(pattern.match(text) for text in made)
+    assert {text.encode().translate(times._DIGITS_AS_ZERO) for text in made} == times._SHAPES
+
+
 def test_parse_times_relies_on_msgspec_only_where_it_agrees_with_section_2(monkeypatch):
     import pipeline.core.times as times
 

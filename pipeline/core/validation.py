@@ -183,7 +183,7 @@ class Validator:
                 except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                     pass
             keep(wire_of(side, raw))
-        texts = []
+        texts = []  # the instants _instants reads, in its order; the loop below takes them back the same way
         add = texts.append
         for w in wires:
             if type(w) is not Rejection:
