@@ -222,3 +222,30 @@ def test_an_audit_stopped_early_leaves_no_reader_behind(tmp_path):
     batches.close()
     assert not multiprocessing.active_children()
     assert not [t for t in threading.enumerate() if t.name == "capture-frames"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_event_the_ledger_cannot_hold_is_a_processing_error_and_the_rest_goes_on(tmp_path, jobs):
+    """An incident past the most events one may hold: the event that does not
+    fit is remembered as a processing error (a worker dead-letters it with
+    reason ``processing_error``), never raised; every other message, before
+    and after it in the same batch, is applied."""
+    import time
+
+    from pipeline.capture import write_capture
+    from pipeline.commands.audit import audit_files
+    from pipeline.core.vocabulary import MAX_EVENTS_PER_INCIDENT
+    from pipeline.settings import Settings
+    from scenario import closed, opened, payload
+
+    events = [opened("BIG", at=0)] + [closed("BIG", at=1 + i / 1000, disposition="crime_recorded")
+                                      for i in range(MAX_EVENTS_PER_INCIDENT)]
+    events.append(opened("AFTER", at=2, category="burglary"))
+    path = tmp_path / "capture.jsonl"
+    write_capture((("cc.incidents", None, payload(e), 0) for e in events), str(path))
+    result = audit_files([str(path)], Settings(), now_us=time.time_ns() // 1000, jobs=jobs)
+    assert [event_id for event_id, _ in result.monitor.processing_errors] == [events[-2]["event_id"]]
+    assert "StateLimit" in result.monitor.processing_errors[0][1]
+    assert result.messages == len(events) and not result.monitor.rejections
+    assert "AFTER" in result.monitor.incidents.incidents
+    assert len(result.monitor.incidents.incidents["BIG"].events) == MAX_EVENTS_PER_INCIDENT

@@ -19,7 +19,6 @@ from typing import Iterable, TextIO
 
 from ..capture import CaptureError, check_capture_files
 from ..capture.validated import Claimed, Invalid, Skipped, claimed_batches
-from ..core.events import CrimeEvent, IncidentEvent, Stale
 from ..core.monitor import Monitor
 from ..report.data import report_data
 from ..report.table import render_table
@@ -81,7 +80,7 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     monitor = Monitor(config, deferred=True)
     result = OfflineAudit(monitor)
     skipped = result.skipped
-    forward, rejections = monitor.forward, monitor.rejections
+    forward_many, rejections = monitor.forward_many, monitor.rejections
     bar = _Progress(sys.stderr, sum(os.path.getsize(p) for p in paths if p != "-") if progress else 0)
     # The ledgers hold millions of small objects and make no reference cycles:
     # the cyclic collector would rescan them again and again (a quarter of the
@@ -92,13 +91,9 @@ def audit_files(paths: Iterable[str], settings, now_us: int | None = None, progr
     n = 0
     try:
         for batch in claimed_batches(paths, config, now, jobs):
-            for item in batch:
+            for item in forward_many(batch):
                 t = type(item)
-                if t is IncidentEvent or t is CrimeEvent:
-                    forward(item)
-                elif t is Stale:
-                    forward(item.event, True)
-                elif t is Invalid:
+                if t is Invalid:
                     rejections[(item.side, item.reason)] += 1
                 elif t is Skipped:
                     skipped.append((item.source, item.line_no, item.reason))

@@ -14,7 +14,7 @@ from collections import Counter
 
 from .audit import AuditParts, build_audit
 from .config import CoreConfig
-from .events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Rejection
+from .events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Rejection, Stale
 from .stages import CrimeStage, EventStage, IncidentStage
 from .validation import Validator
 
@@ -45,11 +45,12 @@ class _DirectRouter:
         m = self.m
         if self.t is None or ev.at > self.t:
             self.t = ev.at
-        m.incident.event(ev, stale)
+        incident = m.incident
+        incident.event(ev, stale)
         if m.eager:
-            m.incident.flush()
-        else:  # deferred: no alerts to decide, but a notice must not wait for the next settle
-            m.incident.send_notices()
+            incident.flush()
+        elif incident.ledger.changes.notices:  # deferred: no alerts to decide, but a notice must not wait
+            incident.send_notices()            # for the next settle
 
     def crime_event(self, ev: CrimeEvent, stale: bool) -> None:
         m = self.m
@@ -147,23 +148,40 @@ class Monitor:
         if not self.eager:
             self.settle_if_due()
 
-    def forward(self, ev: IncidentEvent | CrimeEvent, stale: bool = False) -> None:
-        """An event some other :class:`~pipeline.core.stages.EventStage` claimed
-        and sent on (the offline audit's reader process runs one): through the
-        incident or crime stage, as :meth:`apply` does after the claim. That
-        stage's counts come with :meth:`claimed`. A deferred monitor's caller
-        calls :meth:`settle_if_due` once per batch of these."""
-        try:
-            if type(ev) is IncidentEvent:
-                self._router.incident_event(ev, stale)
-            else:
-                self._router.crime_event(ev, stale)
-        except Exception as exc:  # noqa: BLE001 - no message stops the monitor
-            self._failed(ev, exc)
+    def forward_many(self, items: list) -> list:
+        """The events some other :class:`~pipeline.core.stages.EventStage`
+        claimed and sent on (the offline audit's reader process runs one),
+        through the incident and crime stages in order, as :meth:`apply` does
+        after the claim; a :class:`~pipeline.core.events.Stale` forwards its
+        event as a stale first copy. Returns the other items, in order, for the
+        caller. That stage's counts come with :meth:`claimed`. A deferred
+        monitor's caller calls :meth:`settle_if_due` once per batch.
+
+        A batch, not an event, per call: one loop here instead of a call per
+        event on the way in (about 5% of the ledgers' process)."""
+        router = self._router
+        incident_event, crime_event = router.incident_event, router.crime_event
+        rest: list = []
+        keep = rest.append
+        for item in items:
+            t = type(item)
+            try:
+                if t is IncidentEvent:
+                    incident_event(item, False)
+                elif t is CrimeEvent:
+                    crime_event(item, False)
+                elif t is Stale:
+                    ev = item.event
+                    (incident_event if type(ev) is IncidentEvent else crime_event)(ev, True)
+                else:
+                    keep(item)
+            except Exception as exc:  # noqa: BLE001 - no message stops the monitor
+                self._failed(item.event if t is Stale else item, exc)
+        return rest
 
     def claimed(self, meta: dict) -> None:
         """The final :meth:`~pipeline.core.stages.EventStage.meta` of the event
-        stage that claimed the events given to :meth:`forward`: its counts become ours."""
+        stage that claimed the events given to :meth:`forward_many`: its counts become ours."""
         self.events.load([], meta)
 
     def _failed(self, ev: IncidentEvent | CrimeEvent, exc: Exception) -> None:
