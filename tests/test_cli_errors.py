@@ -134,3 +134,35 @@ def test_settings_come_from_defaults_then_cdi_variables_then_flags(monkeypatch):
                                                                           7 * 86400.0)
     assert load_settings(partitions=3, log_level=None).partitions == 3
     assert load_settings(log_level=None).log_level == "warning"
+
+
+def test_settings_report_every_mistake_at_once_and_read_booleans_as_operators_write_them(monkeypatch):
+    """Every wrong setting in one error (a line each), never only the first;
+    true/false as operators write them; no unknown keyword; frozen, and a
+    changed copy is checked again."""
+    from pipeline.settings import Settings, SettingsError, load_settings
+
+    for key in [k for k in os.environ if k.upper().startswith("CDI_")]:
+        monkeypatch.delenv(key)
+    with pytest.raises(SettingsError) as err:
+        load_settings(partitions=0, web_port="x", log_level="loud")
+    text = str(err.value)
+    for expected in ("--partitions / CDI_PARTITIONS", "--web-port / CDI_WEB_PORT", "--log-level / CDI_LOG_LEVEL",
+                     "one of debug, info, warning, error", "(got 'x')"):
+        assert expected in text, text
+    for word, value in (("yes", True), ("OFF", False), ("1", True), (" false ", False), ("On", True)):
+        monkeypatch.setenv("CDI_HTTP_ALLOW_ANONYMOUS", word)
+        assert load_settings().http_allow_anonymous is value, word
+    monkeypatch.setenv("CDI_HTTP_ALLOW_ANONYMOUS", "maybe")
+    with pytest.raises(SettingsError, match="CDI_HTTP_ALLOW_ANONYMOUS: not true or false"):
+        load_settings()
+    monkeypatch.delenv("CDI_HTTP_ALLOW_ANONYMOUS")
+    with pytest.raises(SettingsError, match="nonsense: not a setting"):
+        Settings(nonsense=1)
+    s = load_settings()
+    with pytest.raises(SettingsError, match="CDI_PARTITIONS"):
+        s.with_overrides(partitions=0)
+    assert s.with_overrides(partitions=3).partitions == 3 and s.partitions == 6
+    with pytest.raises(AttributeError):
+        s.partitions = 3
+    assert Settings(timezone="Europe/Paris").zone.key == "Europe/Paris" and s.zone.key == "Europe/London"

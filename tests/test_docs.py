@@ -49,7 +49,7 @@ def test_nothing_refers_outside_the_repository():
 
 def test_every_setting_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    for name in Settings.model_fields:
+    for name in Settings.fields:
         variable = "CDI_" + name.upper()
         if name in SECRET_FILES:
             continue  # documented next to the secret they hold

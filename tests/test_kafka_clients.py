@@ -4,7 +4,7 @@ The test broker cannot authenticate SASL users, so this proves the other half
 without one: the option builders turn ``CDI_KAFKA_*`` into each library's
 arguments, and *every place a client is built* (patched constructors record
 their keyword arguments) gets the protocol, the TLS context, the mechanism,
-the user and the password. The password stays a ``SecretStr`` in every
+the user and the password. The password stays a ``Secret`` in every
 options dict a worker keeps; only the constructor call sees the string.
 """
 
@@ -15,7 +15,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pipeline.settings import Secret
 
 from pipeline.kafka import client as kafka_client
 from pipeline.kafka.client import aiokafka_options, describe, kafka_python_options, reveal
@@ -71,7 +71,7 @@ class Recorder:
 def sasl_settings(protocol: str = "SASL_SSL", mechanism: str = "SCRAM-SHA-512", **extra) -> Settings:
     return Settings(broker="kafka://broker-a.example:9093,broker-b.example:9093", kafka_security_protocol=protocol,
                     kafka_sasl_mechanism=mechanism, kafka_sasl_username=USER,
-                    kafka_sasl_password=SecretStr(PASSWORD), **extra)
+                    kafka_sasl_password=Secret(PASSWORD), **extra)
 
 
 def assert_secured(kwargs: dict, settings: Settings, kafka_python: bool = False) -> None:
@@ -95,7 +95,7 @@ def assert_secured(kwargs: dict, settings: Settings, kafka_python: bool = False)
 def test_builders_carry_mechanism_user_and_password(protocol, mechanism):
     s = sasl_settings(protocol, mechanism)
     for options, kp in ((aiokafka_options(s), False), (kafka_python_options(s), True)):
-        assert isinstance(options["sasl_plain_password"], SecretStr)
+        assert isinstance(options["sasl_plain_password"], Secret)
         assert PASSWORD not in repr(options) and PASSWORD not in str(options)
         assert_secured(reveal(options), s, kafka_python=kp)
     text = describe(s)
@@ -125,7 +125,7 @@ def test_password_file_is_read_once_into_a_secret(tmp_path, monkeypatch):
     monkeypatch.setenv("CDI_KAFKA_SASL_USERNAME", USER)
     monkeypatch.setenv("CDI_KAFKA_SASL_PASSWORD_FILE", str(secret))
     s = load_settings()
-    assert isinstance(s.kafka_sasl_password, SecretStr) and s.kafka_sasl_password.get_secret_value() == PASSWORD
+    assert isinstance(s.kafka_sasl_password, Secret) and s.kafka_sasl_password.get_secret_value() == PASSWORD
     assert_secured(reveal(aiokafka_options(s)), s)
 
 
@@ -175,7 +175,7 @@ def test_every_worker_client_gets_the_security_settings(recorder, protocol, mech
     # what the worker keeps for the clients it builds later holds the password as a secret
     for kept in (worker.client_options, worker.runner.client_options, worker.runner.store.client_options,
                  worker.view.client_options, worker.outbox._config):
-        assert isinstance(kept["sasl_plain_password"], SecretStr), kept
+        assert isinstance(kept["sasl_plain_password"], Secret), kept
         assert PASSWORD not in repr(kept)
 
     async def build_all():

@@ -58,3 +58,15 @@ def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_the_command_line_and_the_offline_audit_do_not_import_pydantic():
+    """pydantic and the settings model it built took ~85 ms of every command's
+    start; the settings are checked with msgspec, and pydantic is left to the
+    published models (``pipeline.contract``)."""
+    code = ("import sys; import pipeline.commands.cli, pipeline.commands.audit; "
+            "from pipeline.settings import load_settings; load_settings(); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

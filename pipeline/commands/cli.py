@@ -28,7 +28,7 @@ _COMMANDS = {
     "capture": "pipeline.commands.capture",
     "audit": "pipeline.commands.audit",
 }
-_DEFAULTS = Settings.model_fields
+_DEFAULTS = Settings.fields
 
 
 class _Parser(argparse.ArgumentParser):

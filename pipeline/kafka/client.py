@@ -4,7 +4,7 @@ reaches the broker (contract §7).
 The worker's consumer and producer (aiokafka), its admin client, replay and
 capture (kafka-python) and the demo all take their options from here, so
 TLS, mutual TLS and SASL reach each of them the same way. The SASL password
-stays a :class:`~pydantic.SecretStr` in these options, however long a worker
+stays a :class:`~pipeline.settings.Secret` in these options, however long a worker
 keeps them: it is unwrapped by :func:`reveal` in the very call that builds a
 client (``AIOKafkaConsumer(**reveal(options), ...)``), so no options dict,
 repr or log line can show it; nor do :func:`describe` and the errors.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from pydantic import SecretStr
+from ..settings import Secret
 
 __all__ = ["aiokafka_options", "kafka_python_options", "reveal", "ssl_context", "describe", "KafkaSetupError"]
 
@@ -54,7 +54,7 @@ def _sasl(s) -> dict[str, Any]:
 
 def reveal(options: dict[str, Any]) -> dict[str, Any]:
     """The options with secrets unwrapped: only as the arguments of a client's constructor."""
-    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in options.items()}
+    return {k: v.get_secret_value() if isinstance(v, Secret) else v for k, v in options.items()}
 
 
 def _options(s, bootstrap_servers: Any) -> dict[str, Any]:

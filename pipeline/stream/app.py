@@ -22,7 +22,6 @@ import os
 import socket
 import time
 from collections import Counter
-from zoneinfo import ZoneInfo
 
 import faust
 from faust.app.base import BootStrategy
@@ -64,7 +63,7 @@ class Worker:
         self.settings = s = settings
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.plan = TopicPlan.from_settings(s)
-        self.zone = ZoneInfo(s.timezone)
+        self.zone = s.zone
         self.started_at = time.time()
         options = aiokafka_options(s)
         self.metrics = Metrics()
