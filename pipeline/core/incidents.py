@@ -186,8 +186,10 @@ class IncidentLedger:
             st.flags = tuple(sorted({*st.flags, *ev.flags}))
         if not was_seen and st.opening is not None and st.crimes:
             self.changes.notices.extend(Notice(c, incident_id) for c in st.crimes)
-        if self.max_time is None or ev.at > self.max_time:
-            self.observe(ev.at)
+        if self.max_time is None or ev.at > self.max_time:  # observe(ev.at), its check made here
+            self._set_max_time(ev.at)
+            if not self.deferred:
+                self._due()
         if self.deferred:
             self._dirty[incident_id] = st
         else:
