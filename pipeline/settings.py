@@ -193,7 +193,7 @@ _SECRETS = frozenset({"kafka_sasl_password", "http_token"})
 
 
 def _environment() -> dict[str, str]:
-    """The ``CDI_<FIELD>`` variables set (any case), as field -> text; other ``CDI_*`` names are ignored."""
+    """``CDI_<FIELD>`` variables set (any case), field -> text; other ``CDI_*`` names are ignored."""
     out = {}
     for key, value in os.environ.items():
         upper = key.upper()
@@ -208,11 +208,8 @@ def _dec_hook(kind: type, value: Any) -> Any:
     """The types msgspec does not know: paths and secrets, from text."""
     if kind is Path and isinstance(value, (str, os.PathLike)):
         return Path(value)
-    if kind is Secret:
-        if isinstance(value, Secret):
-            return value
-        if isinstance(value, str):
-            return Secret(value)
+    if kind is Secret and isinstance(value, (str, Secret)):
+        return value if isinstance(value, Secret) else Secret(value)
     raise ValueError(f"Expected `{kind.__name__.lower()}`, got `{type(value).__name__}`")
 
 
@@ -239,6 +236,8 @@ def _check(name: str, value: Any) -> Any:
     field = FIELDS[name]
     if field.before is not None:
         value = field.before(value)
+    elif isinstance(value, str) and name not in _SECRETS:
+        value = value.strip()  # "6 " from a shell or a compose file means 6
     value = msgspec.convert(value, field.type, strict=False, dec_hook=_dec_hook)
     if name == "broker":
         parse_broker(value)
@@ -252,7 +251,7 @@ def _zone(name: str):
 
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
         raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/London)") from None
 
 
@@ -263,9 +262,10 @@ def _read_secret_files(data: dict) -> None:
         if path and not data.get(secret):
             try:
                 data[secret] = Path(path).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable text"
-                raise SettingsError(f"CDI_{secret.upper()}_FILE: cannot read {path}: {reason}") from None
+            except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the name
+                reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else
+                          "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a file name")
+                raise SettingsError(f"CDI_{secret.upper()}_FILE: cannot read {str(path)[:200]!r}: {reason}") from None
 
 
 class Settings:

@@ -13,8 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import __version__
+from pipeline.settings import FIELDS
 from support import ROOT, SAMPLE
 
 
@@ -166,3 +169,32 @@ def test_settings_report_every_mistake_at_once_and_read_booleans_as_operators_wr
     with pytest.raises(AttributeError):
         s.partitions = 3
     assert Settings(timezone="Europe/Paris").zone.key == "Europe/Paris" and s.zone.key == "Europe/London"
+
+
+_HOSTILE = ["\x00", "\n", "9" * 400, "nan", "inf", "-1", "1e400", "/nonexistent/\x00", " 6 ", "kafka://[::1]:9092",
+            "\u0665", "true\x00", "é" * 300]
+
+
+def _taken_or_one_line(name: str, value: str) -> None:
+    from pipeline.settings import Settings, SettingsError
+
+    try:
+        Settings(**{name: value})
+    except SettingsError as exc:
+        text = str(exc)
+        assert "\n" not in text and len(text) < 700, (name, text)
+
+
+def test_no_hostile_value_of_any_setting_raises_anything_but_a_one_line_settings_error():
+    """Think like an attacker (or a typo): whatever text a variable holds, the
+    settings either take it or say why in one line; never another exception
+    (a NUL in a file name, a time zone too long for a file name...)."""
+    for name in FIELDS:
+        for value in _HOSTILE:
+            _taken_or_one_line(name, value)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.sampled_from(sorted(FIELDS)), value=st.text(max_size=60))
+def test_no_text_in_any_setting_raises_anything_but_a_one_line_settings_error(name, value):
+    _taken_or_one_line(name, value)
