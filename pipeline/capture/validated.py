@@ -46,6 +46,7 @@ from .reading import CaptureError, read_payloads
 __all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_batches"]
 
 _BATCH = 4096
+_FIRST = 256  # the first frame's messages (then twice as many a frame, up to _BATCH): the ledgers start sooner
 _QUEUED = 16  # frames received and not yet applied: ~10 MB at most
 
 
@@ -122,14 +123,16 @@ def _items(paths: list[str], config: CoreConfig, now: int) -> Iterator[list]:
         claim()
         out.append(Skipped(path, line_no, why))
 
+    limit = _FIRST
     for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes, skipped):
         side = side_of[topic]
         pending[side].append(payload)
         order.append(side)
-        if len(order) >= _BATCH:
+        if len(order) >= limit:
             claim()
             yield out[:]
             out.clear()
+            limit = min(2 * limit, _BATCH)
     claim()
     out.append(Claimed(stage.meta()))
     yield out
