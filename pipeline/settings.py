@@ -128,7 +128,6 @@ class Field(NamedTuple):
     type: Any
     default: Any
     before: Callable[[Any], Any] | None = None
-    help: str = ""
 
 
 Duration = Annotated[float, Meta(gt=0)]
@@ -139,7 +138,7 @@ Names = tuple[str, ...]
 #: Every setting, in the README's order: ``CDI_<NAME>`` sets it.
 FIELDS: dict[str, Field] = {
     # --- Kafka: where, and how securely (contract §7)
-    "broker": Field(str, "kafka://127.0.0.1:9092", help="bootstrap servers, kafka://HOST:PORT[,HOST:PORT]"),
+    "broker": Field(str, "kafka://127.0.0.1:9092"),  # bootstrap servers, kafka://HOST:PORT[,HOST:PORT]
     "kafka_security_protocol": Field(Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], "PLAINTEXT"),
     "kafka_sasl_mechanism": Field(Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None, None),
     "kafka_sasl_username": Field(str | None, None),
@@ -161,7 +160,7 @@ FIELDS: dict[str, Field] = {
     # --- HTTP (contract §4, §7)
     "web_host": Field(str, "127.0.0.1"),
     "web_port": Field(Port, 6066),
-    "web_url": Field(str | None, None, help="URL other workers reach this one at (default from host and port)"),
+    "web_url": Field(str | None, None),  # the URL other workers reach this one at (default: host and port)
     "http_token": Field(Secret | None, None),
     "http_token_file": Field(Path | None, None),
     "http_allow_anonymous": Field(bool, False, _boolean),

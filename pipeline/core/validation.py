@@ -191,7 +191,7 @@ class Validator:
                 if w.kind == "opened":
                     add(w.reported_at)
         instants = iter(parse_times(texts))
-        convert, latest = self._convert[side], now + self.future_tolerance
+        convert, in_time = self._convert[side], self._in_time
         out: list = []
         put = out.append
         for w, raw in zip(wires, raws):
@@ -213,7 +213,7 @@ class Validator:
             except _Invalid as exc:
                 put(Rejection("schema_violation", exc.detail))
                 continue
-            put(event if at <= latest else self._in_time(event, now))
+            put(in_time(event, now))
         return out
 
     def _wire(self, side: str, raw: bytes):
