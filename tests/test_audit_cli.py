@@ -83,6 +83,32 @@ def test_truncated_last_line_is_reported_not_a_crash(tmp_path):
     assert f"{path}:{last_line}:" in proc.stderr
 
 
+def test_a_line_longer_than_any_capture_line_is_skipped_unread_and_the_rest_is_read(tmp_path):
+    """A file with a huge line (here 400 MiB of zero bytes: a disk image
+    given by mistake) must not take the memory: the line is reported and
+    skipped, a piece at a time; the lines after it are read."""
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    path = tmp_path / "holed.jsonl"
+    with open(path, "wb") as fh:
+        fh.write(b"".join(lines[:50]))
+        fh.seek(fh.tell() + (400 << 20))  # a sparse hole: reads as zero bytes, takes no disk
+        fh.write(b"\n" + b"".join(lines[50:]))
+    # the peak RSS of the command's processes, measured from a fresh parent
+    # (this one's children include earlier tests' workers)
+    probe = ("import resource, subprocess, sys; "
+             "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)")
+    proc = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "pipeline", "audit", str(path),
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # a line it could not read
+    assert_same_audit(json.loads(proc.stdout), EXPECTED)
+    assert f"{path}:51: skipped: 419,430,401 bytes, over the 67,108,864-byte limit of a line" in proc.stderr
+    assert "read 2,669 lines: 2,668 messages, 1 skipped" in proc.stderr
+    peak_mib = int(proc.stderr.rsplit("\n", 2)[-2]) / 1024
+    assert peak_mib < 300, f"the 400 MiB line was held in memory: a process peaked at {peak_mib:.0f} MiB"
+
+
 def test_bare_events_and_split_files_give_the_same_audit(tmp_path):
     """Bare events are routed by schema; several files are one capture."""
     bare, envelopes = [], []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pipeline.commands import cli, replay as replay_module
 from pipeline.kafka.admin import BrokerUnreachable, ensure_topics, wait_for_broker
@@ -71,6 +72,31 @@ def test_read_capture_envelopes_bare_and_errors(tmp_path: Path) -> None:
     assert [e[1] for e in errors] == [7, 8, 9, 10, 12]
     assert all(e[0] == str(path) for e in errors)
     assert "incident.v9" in errors[3][2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.booleans()), max_size=12), st.integers(20, 160),
+       st.booleans(), st.data())
+def test_every_line_up_to_the_limit_is_read_and_every_longer_one_reported(tmp_path_factory, shape, limit,
+                                                                         last_newline, data) -> None:
+    """Lines of any length around ``max_line``: those within it (newline
+    included) come out exactly, numbered; each longer one is reported once,
+    with its number and its size, and skipped; nothing else is lost."""
+    path = tmp_path_factory.mktemp("lines") / "c.jsonl"
+    lines = [capture_line("cc.incidents", str(i), b"x" * size if json_ok else b"\xff" * size, None)
+             for i, (size, json_ok) in enumerate(shape)]
+    if lines and not last_newline:
+        lines[-1] = lines[-1].rstrip(b"\n")
+    if lines and data.draw(st.booleans(), "a line exactly the limit long"):
+        limit = len(lines[data.draw(st.integers(0, len(lines) - 1), "which")])
+    path.write_bytes(b"".join(lines))
+    errors: list[tuple[str, int, str]] = []
+    msgs = list(read_capture(path, on_error=lambda *e: errors.append(e), max_line=limit))
+    fits = [len(line) <= limit for line in lines]
+    assert [m.line_no for m in msgs] == [n for n, ok in enumerate(fits, 1) if ok]
+    assert [m.key for m in msgs] == [str(n - 1).encode() for n, ok in enumerate(fits, 1) if ok]
+    assert [(e[1], e[2].split(" bytes,")[0]) for e in errors] == [
+        (n, f"{len(line):,}") for n, (line, ok) in enumerate(zip(lines, fits), 1) if not ok]
 
 
 def test_read_capture_sample_payloads_are_kcat_strings() -> None:

@@ -6,8 +6,8 @@ offline ``audit`` reads them.
 """
 
 from .reading import (CaptureError, CaptureMessage, ErrorHandler, check_capture_files, count_lines,
-                      read_capture)
+                      max_line_bytes, read_capture)
 from .writing import capture_line, write_capture
 
-__all__ = ["CaptureError", "CaptureMessage", "ErrorHandler", "check_capture_files", "count_lines", "read_capture",
-           "capture_line", "write_capture"]
+__all__ = ["CaptureError", "CaptureMessage", "ErrorHandler", "check_capture_files", "count_lines", "max_line_bytes",
+           "read_capture", "capture_line", "write_capture"]

@@ -18,7 +18,9 @@ A capture is JSON Lines, one Kafka message a line, in one of two shapes (contrac
 :func:`read_capture`, so they agree on every line. Lines are decoded by
 msgspec in C (the offline audit reads hundreds of thousands a second). A line
 that is not a message at all is reported through ``on_error`` and skipped,
-never raised.
+never raised. So is a line too long to be one (:func:`max_line_bytes`): it is
+skipped unread, a bounded piece at a time, so that no file (a disk image given
+by mistake, a file with no newline) can take the memory.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from typing import IO, Callable, Iterable, Iterator, Union
 
 import msgspec
 
-from ..core.vocabulary import CRIME_SCHEMA, INCIDENT_SCHEMA
+from ..core.vocabulary import CRIME_SCHEMA, INCIDENT_SCHEMA, MAX_MESSAGE_BYTES
 
-__all__ = ["CaptureMessage", "ErrorHandler", "read_capture", "read_payloads", "count_lines", "CaptureError"]
+__all__ = ["CaptureMessage", "ErrorHandler", "read_capture", "read_payloads", "count_lines", "CaptureError",
+           "max_line_bytes"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: ``on_error(path, line_no, reason)``: called for each line that is skipped.
@@ -185,6 +188,33 @@ def _open(path: PathLike) -> tuple[IO[bytes], str, bool]:
         raise CaptureError(f"cannot read {source}: {exc.strerror or exc}") from None
 
 
+def max_line_bytes(max_message_bytes: int = MAX_MESSAGE_BYTES) -> int:
+    """The longest capture line read, newline included: room for the largest
+    message the monitor accepts written the longest way JSON allows (every
+    byte a six-byte ``\\u00XX`` escape), and for messages several times too
+    large, which are counted invalid (``too_large``) as a worker counts them.
+    At least 64 MiB."""
+    return max(64 << 20, 8 * max_message_bytes)
+
+
+def _lines(fh: IO[bytes], source: str, limit: int, report: ErrorHandler) -> Iterator[tuple[int, bytes]]:
+    """The numbered lines of one file. A line longer than ``limit`` bytes is
+    reported and skipped, never held whole."""
+    readline = fh.readline
+    line_no = 0
+    while raw := readline(limit):
+        line_no += 1
+        if len(raw) == limit and raw[-1] != 10:  # no newline within the limit
+            rest = readline(1 << 20)
+            if rest:  # not the file's last line, exactly the limit long: skip the rest, a MiB at a time
+                size = limit + len(rest)
+                while rest[-1] != 10 and (rest := readline(1 << 20)):
+                    size += len(rest)
+                report(source, line_no, f"{size:,} bytes, over the {limit:,}-byte limit of a line: skipped unread")
+                continue
+        yield line_no, raw
+
+
 def _files(paths: Iterable[PathLike]) -> Iterator[tuple[IO[bytes], str]]:
     """Each file opened in turn (closed when done): its lines are read by the
     caller's own loop, one generator fewer per line on the audit's hot path."""
@@ -213,10 +243,12 @@ def _general(raw: bytes, line_no: int, source: str, routes: dict, report: ErrorH
 
 
 def read_capture(paths: PathLike | Iterable[PathLike], incidents_topic: str = "cc.incidents",
-                 crimes_topic: str = "rms.crimes", on_error: ErrorHandler | None = None) -> Iterator[CaptureMessage]:
+                 crimes_topic: str = "rms.crimes", on_error: ErrorHandler | None = None,
+                 max_line: int | None = None) -> Iterator[CaptureMessage]:
     """Every message of the capture files, in file order (``"-"``: standard input).
 
-    Blank lines are skipped silently; a line that carries no message is passed
+    Blank lines are skipped silently; a line that carries no message, or is
+    longer than ``max_line`` bytes (default :func:`max_line_bytes`), is passed
     to ``on_error(path, line_no, reason)`` (default: a line on stderr) and
     skipped. Raises :class:`CaptureError` when a file cannot be opened.
     """
@@ -224,9 +256,10 @@ def read_capture(paths: PathLike | Iterable[PathLike], incidents_topic: str = "c
         paths = [paths]
     report = on_error or _print_error
     routes = {INCIDENT_SCHEMA: incidents_topic, CRIME_SCHEMA: crimes_topic}
+    limit = max_line or max_line_bytes()
     fast = _decode_envelope
     for fh, source in _files(paths):
-        for line_no, raw in enumerate(fh, 1):
+        for line_no, raw in _lines(fh, source, limit, report):
             try:
                 env = fast(raw)
             except (msgspec.DecodeError, UnicodeDecodeError):
@@ -241,7 +274,7 @@ def read_capture(paths: PathLike | Iterable[PathLike], incidents_topic: str = "c
 
 
 def read_payloads(paths: PathLike | Iterable[PathLike], incidents_topic: str, crimes_topic: str,
-                  on_error: ErrorHandler) -> Iterator[tuple[str, bytes]]:
+                  on_error: ErrorHandler, max_line: int | None = None) -> Iterator[tuple[str, bytes]]:
     """``(topic, payload)`` of every message of an input topic, in file order:
     :func:`read_capture` without the message objects, for the offline audit's
     hot loop. A message of another topic is reported through ``on_error``."""
@@ -249,9 +282,10 @@ def read_payloads(paths: PathLike | Iterable[PathLike], incidents_topic: str, cr
         paths = [paths]
     routes = {INCIDENT_SCHEMA: incidents_topic, CRIME_SCHEMA: crimes_topic}
     inputs = (incidents_topic, crimes_topic)
+    limit = max_line or max_line_bytes()
     fast = _decode_envelope
     for fh, source in _files(paths):
-        for line_no, raw in enumerate(fh, 1):
+        for line_no, raw in _lines(fh, source, limit, on_error):
             try:
                 env = fast(raw)
                 topic, payload = env.topic, env.payload.encode("utf-8", "surrogateescape")

@@ -41,7 +41,7 @@ from ..core.events import CrimeEvent, IncidentEvent, Rejection, Stale
 from ..core.stages import EventStage
 from ..core.validation import Validator
 from ..core.vocabulary import CRIMES, INCIDENTS
-from .reading import CaptureError, read_payloads
+from .reading import CaptureError, max_line_bytes, read_payloads
 
 __all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_batches"]
 
@@ -124,7 +124,8 @@ def _items(paths: list[str], config: CoreConfig, now: int) -> Iterator[list]:
         out.append(Skipped(path, line_no, why))
 
     limit = _FIRST
-    for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes, skipped):
+    for topic, payload in read_payloads(paths, config.topics.incidents, config.topics.crimes, skipped,
+                                        max_line_bytes(config.limits.max_message_bytes)):
         side = side_of[topic]
         pending[side].append(payload)
         order.append(side)

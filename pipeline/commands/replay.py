@@ -30,7 +30,7 @@ from typing import IO, Any, Iterable
 
 import orjson
 
-from ..capture import CaptureError, CaptureMessage, check_capture_files, count_lines, read_capture
+from ..capture import CaptureError, CaptureMessage, check_capture_files, count_lines, max_line_bytes, read_capture
 from ..core.times import parse_time
 from ..kafka.admin import BrokerUnreachable, TopicError, ensure_topics, wait_for_broker
 from ..kafka.client import KafkaSetupError, kafka_python_options, reveal
@@ -194,7 +194,8 @@ def replay(paths: str | Iterable[str], settings: Any, speed: float | None = None
     last_ev = 0
     n = 0
     try:
-        for msg in read_capture(paths, settings.incidents_topic, settings.crimes_topic, on_error=skipped):
+        for msg in read_capture(paths, settings.incidents_topic, settings.crimes_topic, on_error=skipped,
+                                max_line=max_line_bytes(settings.max_message_bytes)):
             topic = msg.topic
             if topic not in known:
                 ensure([topic])
