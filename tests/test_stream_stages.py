@@ -250,6 +250,34 @@ def test_a_stage_record_past_the_checkpoint_sends_the_consumer_back_to_it():
 
 
 
+def test_a_stage_record_that_does_not_decode_is_dead_lettered_and_the_next_one_applied(caplog):
+    """A stage topic record no worker wrote (garbage bytes) is a processing
+    error of that stage: dead-lettered once, and the records after it are
+    applied in the same batch, with no rewind of the consumer and no warning
+    about a gap that is not there."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from pipeline.stream.codec import encode_batch
+    from pipeline.stream.partitions import EventPartition
+    from pipeline.stream.store import Recovered
+
+    tp = TopicPartition("cdiwatch-event-ops", 2)
+    runner = _runner([tp])
+    part = EventPartition(2, runner.config, runner.router)
+    part.load(Recovered(next_offset=40))
+    runner.owned[("event", 2)] = part
+    runner.store.tokens[(runner.plan.changelog("event"), 2)] = b"token"
+    good = encode_batch(None, [])
+    batch = {tp: [Record(tp.topic, 2, 40, None, b"\xc1 not a stage record"), Record(tp.topic, 2, 41, None, good)]}
+    asyncio.run(runner.process(batch))
+    assert runner.consumer.seeks == [] and part.next_offset == 42
+    assert runner.consumer.commits == [{tp: 42}]
+    assert runner.metrics.processing_errors.labels("event")._value.get() == 1  # and its dead letter sent
+    assert "reading again" not in caplog.text
+
+
 def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_defect():
     from pipeline.core.events import Arrival, Invalid
     from pipeline.core.validation import Validator

@@ -72,7 +72,7 @@ class StagePartition:
             batch = decode_batch(record.value)
         except (msgspec.DecodeError, TypeError) as exc:
             on_error(self.stage_name, record, None, exc)
-            return
+            return True  # dead-lettered: applied as far as it can be
         dispatch = self.dispatch
         for op in batch.ops:
             try:
