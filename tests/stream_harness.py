@@ -95,7 +95,9 @@ class Harness:
         ``crash``: None (a normal batch), or where the partition's owner dies:
         ``before_outputs``, ``before_checkpoint``, ``mid_checkpoint`` (its
         changes written, not their checkpoint), ``after_checkpoint``; or
-        ``zombie``: it is replaced first and finishes its batch afterwards.
+        ``zombie``: it is replaced first and finishes its batch afterwards;
+        ``garbled``: its checkpoint record is garbage and it dies (``garbled_on``:
+        it goes on), as if the checkpoint had never been written.
         """
         ready = [k for k in self.ops if self.position[k] < len(self.ops[k])]
         if not ready:
@@ -128,13 +130,15 @@ class Harness:
         if crash == "mid_checkpoint":
             self._recover(key)
             return True
-        self.changelog[key].append((CHECKPOINT_PREFIX + token,
-                                    encode_json({"meta": part.meta(), "next": part.next_offset}), token))
+        checkpoint = encode_json({"meta": part.meta(), "next": part.next_offset})
+        if crash in ("garbled", "garbled_on"):  # bytes no worker writes, where its checkpoint goes
+            checkpoint = self.rng.choice((b"", b"\x00", checkpoint[:-1], b'{"meta": {}, "next": -1}', b"[]"))
+        self.changelog[key].append((CHECKPOINT_PREFIX + token, checkpoint, token))
         part.dirty = False
         if crash == "zombie":
             return True  # its writes came after the new owner's fence: they must not count
         self.position[key] = end
-        if crash == "after_checkpoint":  # the committed offset lags: the checkpoint's position wins
+        if crash in ("after_checkpoint", "garbled"):  # the committed offset lags: the checkpoint's position wins
             self._recover(key)
         elif crash == "ahead":  # the consumer's position runs ahead of the checkpoint (a handover race)
             self._recover(key)
@@ -163,7 +167,7 @@ class Harness:
         if self.rng.random() < self.crash_rate:
             self.crashes += 1
             return self.rng.choice(("before_outputs", "before_checkpoint", "mid_checkpoint", "after_checkpoint",
-                                    "zombie", "ahead"))
+                                    "zombie", "ahead", "garbled", "garbled_on"))
         return None
 
     def run(self) -> None:

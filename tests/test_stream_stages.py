@@ -166,6 +166,12 @@ class _Views:
     async def send(self):
         return 0
 
+    def take_over(self, partition, ledger):
+        pass
+
+    def owner(self, stage, partition, url, worker_id):
+        pass
+
 
 class _Consumer:
     def __init__(self, assigned):
@@ -276,6 +282,64 @@ def test_a_stage_record_that_does_not_decode_is_dead_lettered_and_the_next_one_a
     assert runner.consumer.commits == [{tp: 42}]
     assert runner.metrics.processing_errors.labels("event")._value.get() == 1  # and its dead letter sent
     assert "reading again" not in caplog.text
+
+
+def test_a_checkpoint_record_no_worker_wrote_counts_as_never_written():
+    """Its batch is committed by the owner's next checkpoint, or dropped at
+    the next fence (the owner died): state and position still come from the
+    same checkpoint. The record is counted, never raised."""
+    from pipeline.stream.codec import encode_json
+    from pipeline.stream.store import CHECKPOINT_PREFIX, FENCE_PREFIX, read_changelog
+
+    def checkpoint(token, n):
+        return (CHECKPOINT_PREFIX + token, encode_json({"meta": {"n": n}, "next": n}), token)
+
+    a, b = b"a", b"b"
+    epoch = [(FENCE_PREFIX + a, a, a), (b"i:1", b"one", a), checkpoint(a, 1), (b"i:2", b"two", a)]
+    for garbage in (None, b"", b"\x00", b"[]", b'{"meta": {}}', b'{"meta": [], "next": 3}',
+                    b'{"meta": {}, "next": -1}', b'{"meta": {}, "next": 2'):
+        bad = (CHECKPOINT_PREFIX + a, garbage, a)
+        rec = read_changelog(epoch + [bad, (b"i:3", b"three", a), checkpoint(a, 3)])
+        assert (rec.values, rec.meta, rec.next_offset, rec.unreadable) == (
+            {b"i:1": b"one", b"i:2": b"two", b"i:3": b"three"}, {"n": 3}, 3, 1), garbage
+        rec = read_changelog(epoch + [bad, (FENCE_PREFIX + b, b, b)])
+        assert (rec.values, rec.meta, rec.next_offset, rec.unreadable, rec.dropped) == (
+            {b"i:1": b"one"}, {"n": 1}, 1, 1, 1), garbage
+
+
+def test_a_state_record_no_worker_wrote_is_skipped_counted_and_logged(caplog):
+    """Recovery goes on without it (one incident, crime or event id lost,
+    loudly) rather than leave the partition unrecovered: the worker keeps
+    monitoring everything else."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from pipeline.stream.codec import encode_incident
+    from pipeline.stream.store import Recovered
+
+    good = Harness(Settings(partitions=1))
+    incidents = [m for m in MESSAGES if m.topic == "cc.incidents"][:60]
+    good.feed("cc.incidents", 0, [Record("cc.incidents", 0, n, None, m.payload) for n, m in enumerate(incidents)])
+    good.run()
+    states = good.parts[("incident", 0)].stage.ledger.incidents
+    assert len(states) > 5
+    values = {b"i:" + i.encode(): encode_incident(st) for i, st in states.items()}
+    values[b"i:garbled"] = b"\x93\x00"
+    values[b"i:\xff"] = next(iter(values.values()))
+    tp = TopicPartition("cdiwatch-incident-ops", 0)
+    runner = _runner([tp])
+
+    class Store:
+        async def recover(self, tps):
+            return {tps[0]: Recovered(dict(values), {"max_time": None}, 7)}
+
+    runner.store = Store()
+    asyncio.run(runner._recover([tp]))
+    part = runner.owned[("incident", 0)]
+    assert set(part.stage.ledger.incidents) == set(states) and part.next_offset == 7
+    assert runner.metrics.processing_errors.labels("incident")._value.get() == 2
+    assert "2 changelog records could not be read and were skipped" in caplog.text
 
 
 def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_defect():

@@ -64,7 +64,8 @@ class Metrics:
         self.deadletter = PCounter("cdi_deadletter_total", "Input messages sent to the dead-letter topic, by reason.",
                                    ["topic", "reason"], registry=r)
         self.processing_errors = PCounter("cdi_processing_errors_total",
-                                          "Messages whose processing raised inside the monitor (dead-lettered, skipped).",
+                                          "Messages whose processing raised inside the monitor (dead-lettered, "
+                                          "skipped), and changelog records no worker wrote (skipped at recovery).",
                                           ["stage"], registry=r)
         self.alerts = PCounter("cdi_alerts_total", "Alerts published on the alerts topic.", ["kind"], registry=r)
         self.last_received = Gauge("cdi_last_event_received_timestamp_seconds",

@@ -133,17 +133,17 @@ class EventPartition(StagePartition):
         return out
 
     def load(self, rec: Recovered) -> None:
-        sides = {prefix: side for side, prefix in _ID_PREFIX.items()}
-        ids = []
-        for key, value in rec.values.items():
-            side = sides.get(key[:4])
-            if side is not None:
-                ids.append((side, key[4:].decode("utf-8"), _int_decoder.decode(value)))
+        ids = [(side, event_id, at) for side, prefix in _ID_PREFIX.items()
+               for event_id, at in _readable(rec, prefix, _int_decoder.decode).items()]
         self.stage.load(ids, rec.meta)
         self.next_offset = rec.next_offset or 0
 
     def counts(self) -> dict[str, Counter]:
         return self.stage.ids.counts
+
+    def counts_now(self) -> dict[str, dict]:
+        """A copy of the counts (the runner's metrics count what a batch adds)."""
+        return {side: dict(c) for side, c in self.counts().items()}
 
     def max_time(self) -> int | None:
         return self.stage.ids.max_time
@@ -180,9 +180,7 @@ class IncidentPartition(StagePartition):
         return out
 
     def load(self, rec: Recovered) -> None:
-        states = {key[2:].decode("utf-8"): decode_incident(value)
-                  for key, value in rec.values.items() if key.startswith(b"i:")}
-        self.stage.load(states, rec.meta)
+        self.stage.load(_readable(rec, b"i:", decode_incident), rec.meta)
         self.stage.ledger.drain()
         self.next_offset = rec.next_offset or 0
 
@@ -221,9 +219,7 @@ class CrimePartition(StagePartition):
         return out
 
     def load(self, rec: Recovered) -> None:
-        states = {key[2:].decode("utf-8"): decode_crime(value)
-                  for key, value in rec.values.items() if key.startswith(b"c:")}
-        self.stage.load(states, rec.meta)
+        self.stage.load(_readable(rec, b"c:", decode_crime), rec.meta)
         self.stage.ledger.drain()
         self.next_offset = rec.next_offset or 0
 
@@ -232,3 +228,19 @@ class CrimePartition(StagePartition):
 
 
 PARTITION_TYPES = {"event": EventPartition, "incident": IncidentPartition, "crime": CrimePartition}
+
+
+def _readable(rec: Recovered, prefix: bytes, decode: Callable) -> dict:
+    """The recovered values under ``prefix``, decoded, by the id after it. A
+    record no worker wrote (it does not decode) is left out and counted in
+    :attr:`~pipeline.stream.store.Recovered.unreadable`: the partition is
+    recovered without it rather than not at all."""
+    out = {}
+    n = len(prefix)
+    for key, value in rec.values.items():
+        if key.startswith(prefix):
+            try:
+                out[key[n:].decode("utf-8")] = decode(value)
+            except (UnicodeDecodeError, msgspec.DecodeError):
+                rec.unreadable += 1
+    return out

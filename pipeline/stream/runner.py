@@ -134,7 +134,7 @@ class Runner:
         inputs = plan.inputs
         now = time.time()
         commits = {}
-        before = {key: _counts(p) for key, p in owned.items() if key[0] == "event"}
+        before = {key: p.counts_now() for key, p in owned.items() if key[0] == "event"}
         for tp, records in batch.items():
             if not records:
                 continue
@@ -361,6 +361,10 @@ class Runner:
             # Loading a large partition is seconds of CPU: in a thread, so that the
             # event loop (heartbeats: the group must not think us dead) keeps turning.
             await asyncio.to_thread(part.load, rec)
+            if rec.unreadable:  # records no worker wrote: the partition is recovered without them
+                logger.error("%s[%d]: %d changelog records could not be read and were skipped",
+                             self.plan.changelog(stage), p, rec.unreadable)
+                self.metrics.processing_errors.labels(stage).inc(rec.unreadable)
             self.owned[(stage, p)] = part
             # From the checkpoint, never from the group's committed offset (it may be ahead).
             self.consumer.seek(TopicPartition(self.plan.ops(stage), p), part.next_offset)
@@ -382,10 +386,6 @@ def _describe(tps) -> str:
     for tp in tps:
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())) or "nothing"
-
-
-def _counts(part) -> dict:
-    return {side: dict(c) for side, c in part.counts().items()}
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -20,7 +20,11 @@ that did not finish (the owner died mid-write) are dropped at the next fence;
 records of a previous owner written after a newer fence (a zombie that had not
 noticed it lost the partition) are ignored. State and input position are
 therefore always from the same moment: after any crash the new owner seeks to
-``next`` and applies each message exactly once.
+``next`` and applies each message exactly once. A checkpoint record that does
+not read as one (no worker wrote those bytes) counts as never written: its
+batch is committed with the owner's next checkpoint or dropped at the next
+fence, exactly as if the owner had died before writing it; such records are
+counted in :attr:`Recovered.unreadable`.
 
 **Recovery** writes the new owner's fence and takes its offset from the
 broker's acknowledgement, then reads the partition up to it: an end that is
@@ -38,12 +42,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Annotated, Iterable
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..kafka.client import reveal
-from .codec import decode_json, encode_json
+from .codec import encode_json
 from .outbox import Outbox
 
 __all__ = ["ChangelogStore", "Recovered", "read_changelog", "CHECKPOINT_PREFIX", "FENCE_PREFIX", "WRITER"]
@@ -64,7 +69,16 @@ class Recovered:
     next_offset: int | None = None
     records: int = 0
     dropped: int = 0   # records of unfinished batches and of zombie owners
+    unreadable: int = 0  # records no worker wrote: checkpoints here, states when a partition loads them
     seconds: float = 0.0
+
+
+class _Checkpoint(msgspec.Struct):
+    meta: dict
+    next: Annotated[int, msgspec.Meta(ge=0)]
+
+
+_decode_checkpoint = msgspec.json.Decoder(_Checkpoint).decode
 
 
 class _Reader:
@@ -89,6 +103,11 @@ class _Reader:
             out.dropped += 1  # a previous owner's write after the newer fence
             return
         if key.startswith(CHECKPOINT_PREFIX):
+            try:
+                checkpoint = _decode_checkpoint(value)
+            except (msgspec.DecodeError, TypeError):  # not a checkpoint: its batch stays unfinished
+                out.unreadable += 1
+                return
             values = out.values
             for k, v in self.pending.items():
                 if v is None:
@@ -96,8 +115,7 @@ class _Reader:
                 else:
                     values[k] = v
             self.pending.clear()
-            checkpoint = decode_json(value)
-            out.meta, out.next_offset = checkpoint["meta"], checkpoint["next"]
+            out.meta, out.next_offset = checkpoint.meta, checkpoint.next
         else:
             self.pending[key] = value
 
