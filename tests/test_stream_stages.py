@@ -144,7 +144,7 @@ def test_a_worker_logs_its_assignment_in_one_line():
     (a partition nobody reads would otherwise leave no trace in any log)."""
     from aiokafka import TopicPartition
 
-    from pipeline.stream.runner import _describe
+    from pipeline.stream.handover import describe as _describe
 
     tps = [TopicPartition("rms.crimes", 4), TopicPartition("cc.incidents", 3), TopicPartition("cc.incidents", 0)]
     assert _describe(tps) == "cc.incidents[0,3] rms.crimes[4]"
@@ -175,7 +175,7 @@ class _Views:
 
 class _Consumer:
     def __init__(self, assigned):
-        self.assigned, self.seeks, self.commits = set(assigned), [], []
+        self.assigned, self.seeks, self.commits, self._paused = set(assigned), [], [], set()
         self.log_start = 0
 
     async def beginning_offsets(self, tps):
@@ -186,6 +186,16 @@ class _Consumer:
 
     def seek(self, tp, offset):
         self.seeks.append((tp, offset))
+
+    def pause(self, *tps):
+        self._paused.update(tps)
+
+    def resume(self, *tps):
+        assert set(tps) <= self._paused
+        self._paused.difference_update(tps)
+
+    def paused(self):
+        return set(self._paused)
 
     async def commit(self, offsets):
         self.commits.append(offsets)
@@ -335,11 +345,53 @@ def test_a_state_record_no_worker_wrote_is_skipped_counted_and_logged(caplog):
             return {tps[0]: Recovered(dict(values), {"max_time": None}, 7)}
 
     runner.store = Store()
-    asyncio.run(runner._recover([tp]))
+    asyncio.run(runner.handover.recover([tp]))
     part = runner.owned[("incident", 0)]
     assert set(part.stage.ledger.incidents) == set(states) and part.next_offset == 7
     assert runner.metrics.processing_errors.labels("incident")._value.get() == 2
     assert "2 changelog records could not be read and were skipped" in caplog.text
+
+
+def test_a_recovery_that_failed_is_tried_again_until_the_partition_is_recovered(caplog):
+    """aiokafka only logs an exception of the assignment callback: without a
+    retry the partition would stay assigned and never recovered (its records
+    given back forever, the worker not ready) until the next rebalance."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaConnectionError
+
+    from pipeline.stream.store import Recovered
+
+    tp, other = TopicPartition("cdiwatch-crime-ops", 1), TopicPartition("cdiwatch-event-ops", 0)
+    runner = _runner([tp, other])
+    handover = runner.handover
+
+    class Store:
+        failures = 2
+
+        async def recover(self, tps):
+            if self.failures:
+                self.failures -= 1
+                raise KafkaConnectionError("the broker did not answer")
+            return {key: Recovered(next_offset=5) for key in tps}
+
+    runner.store = Store()
+    asyncio.run(handover.assign([tp, other]))
+    assert handover.waiting == {tp, other} and not runner.owned and runner.joined is False
+    assert runner.consumer.paused() == {tp, other}  # not fetched meanwhile
+    assert "failed (KafkaConnectionError: the broker did not answer); trying again in 1 s" in caplog.text
+    asyncio.run(handover.retry_if_due())  # not yet: its wait is not over
+    assert handover.waiting == {tp, other} and runner.store.failures == 1
+    handover.retry_at = 0.0
+    asyncio.run(handover.retry_if_due())  # fails again: twice as long
+    assert handover.waiting == {tp, other} and handover.delay == 4.0 and "trying again in 2 s" in caplog.text
+    asyncio.run(handover.revoke([other]))  # given to another worker meanwhile: not recovered here
+    handover.retry_at = 0.0
+    asyncio.run(handover.retry_if_due())
+    assert set(runner.owned) == {("crime", 1)} and runner.owned[("crime", 1)].next_offset == 5
+    assert handover.waiting == set() and runner.joined is True and handover.delay == 1.0
+    assert runner.consumer.seeks == [(tp, 5)] and tp not in runner.consumer.paused()  # read from its checkpoint
 
 
 def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_defect():

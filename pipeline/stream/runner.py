@@ -19,12 +19,13 @@ once; input records read again are dropped by their source position in the
 event stage. Outputs may repeat after a crash (alerts keep their ``alert_id``),
 never go missing.
 
-Rebalances: the listener waits for the batch in progress (the lock), so a
-partition is given up only after its last batch is checkpointed and committed;
-a newly assigned stage partition is recovered before its first message is
-applied (records the consumer hands out before that are given back:
-:meth:`Runner._give_back`), and the consumer reads it from its checkpoint's
-``next``, never from the group's committed offset. A stage partition applies
+Rebalances (:mod:`pipeline.stream.handover`): the listener waits for the
+batch in progress (the lock), so a partition is given up only after its last
+batch is checkpointed and committed; a newly assigned stage partition is
+recovered before its first message is applied (records the consumer hands out
+before that are given back: :meth:`Runner._give_back`; a recovery that failed
+is tried again), and the consumer reads it from its checkpoint's ``next``,
+never from the group's committed offset. A stage partition applies
 its records without a gap: a record past the next one it expects sends the
 consumer back (:meth:`Runner._gap`).
 """
@@ -32,12 +33,11 @@ consumer back (:meth:`Runner._gap`).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import Counter
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ..core.validation import Validator
@@ -46,10 +46,11 @@ from ..kafka.topics import STAGES, TopicPlan
 from .codec import alert_record
 from .deadletters import deadletter_record
 from .faults import FaultPlan
+from .handover import Handover
 from .intake import Intake
 from .metrics import Metrics
 from .outbox import Outbox
-from .partitions import PARTITION_TYPES, IncidentPartition, StagePartition
+from .partitions import StagePartition
 from .store import ChangelogStore
 from .transport import KafkaRouter
 from .views import ViewPublisher
@@ -96,6 +97,7 @@ class Runner:
         self.last_batch = 0.0
         self.stopping = False
         self.fault = FaultPlan(settings.test_fault)
+        self.handover = Handover(self)  # rebalances: partitions given up, taken over, recovery retried
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -112,7 +114,7 @@ class Runner:
             fetch_max_wait_ms=50)
         await consumer.start()
         topics = list(plan.inputs) + [plan.ops(stage) for stage in STAGES]
-        consumer.subscribe(topics, listener=_Listener(self))
+        consumer.subscribe(topics, listener=self.handover.listener())
         logger.info("consuming %s as group %s", ", ".join(topics), plan.group)
         try:
             while not self.stopping:
@@ -121,6 +123,7 @@ class Runner:
                     if batch:
                         await self.process(batch)
                     await self.tick()
+                    await self.handover.retry_if_due()
         finally:
             await consumer.stop()
 
@@ -164,7 +167,7 @@ class Runner:
         for part in dirty:
             changes[part] = part.collect()
             self._observe(part, before)
-        self._raise_max_time()
+        self.raise_max_time()
         fault, n = self.fault, self.batches + 1
         fault.at("before_outputs", n)
         await self._send_outputs()
@@ -263,7 +266,7 @@ class Runner:
             await outbox.send(plan.deadletter, record, key=key)
         await self.views.send()
 
-    def _raise_max_time(self) -> None:
+    def raise_max_time(self) -> None:
         for part in self.owned.values():
             t = part.max_time()
             if t is not None and (self.max_time is None or t > self.max_time):
@@ -294,7 +297,7 @@ class Runner:
         if now - self._last_broadcast < min(WATERMARK_INTERVAL, self.settings.tick_interval):
             return False
         self._last_broadcast = now
-        self._raise_max_time()
+        self.raise_max_time()
         if self.max_time is None or self.max_time == self._broadcast_t:
             return False
         self._broadcast_t = self.max_time
@@ -327,74 +330,3 @@ class Runner:
         # The exception's text may hold incident data: it goes to the dead letter, not to the log.
         logger.error("processing error in the %s stage at %s[%d]@%d: %s (dead-lettered with the detail, skipped)",
                      stage, topic, partition, offset, type(exc).__name__)
-
-    # ------------------------------------------------------------------ rebalances
-    async def revoke(self, tps) -> None:
-        async with self.lock:  # the batch in progress is checkpointed and committed first
-            for tp in tps:
-                stage = self.plan.stage_of(tp.topic)
-                if stage is not None and self.owned.pop((stage, tp.partition), None) is not None:
-                    self.views.give_up(stage, tp.partition)
-            self.joined = False
-
-    async def assign(self, tps) -> None:
-        logger.info("assigned %s", _describe(tps))  # which worker read what, for the record
-        async with self.lock:
-            self.recovering = True
-            try:
-                await self._recover([tp for tp in tps if self.plan.stage_of(tp.topic) is not None])
-            finally:
-                self.recovering = False
-            gc.freeze()  # the recovered state lives long: no collection need walk it again (0.2 s with a month)
-            self.joined = True
-
-    async def _recover(self, tps: list[TopicPartition]) -> None:
-        wanted = [(self.plan.stage_of(tp.topic), tp.partition) for tp in tps]
-        wanted = [key for key in wanted if key not in self.owned]
-        if not wanted:
-            return
-        t0 = time.monotonic()
-        got = await self.store.recover([(self.plan.changelog(stage), p) for stage, p in wanted])
-        for stage, p in wanted:
-            rec = got[(self.plan.changelog(stage), p)]
-            part = PARTITION_TYPES[stage](p, self.config, self.router)
-            # Loading a large partition is seconds of CPU: in a thread, so that the
-            # event loop (heartbeats: the group must not think us dead) keeps turning.
-            await asyncio.to_thread(part.load, rec)
-            if rec.unreadable:  # records no worker wrote: the partition is recovered without them
-                logger.error("%s[%d]: %d changelog records could not be read and were skipped",
-                             self.plan.changelog(stage), p, rec.unreadable)
-                self.metrics.processing_errors.labels(stage).inc(rec.unreadable)
-            self.owned[(stage, p)] = part
-            # From the checkpoint, never from the group's committed offset (it may be ahead).
-            self.consumer.seek(TopicPartition(self.plan.ops(stage), p), part.next_offset)
-            if isinstance(part, IncidentPartition):
-                self.views.take_over(p, part.stage.ledger)
-            self.views.owner(stage, p, self.settings.advertised_url, self.worker_id)
-        self._raise_max_time()
-        await self.views.send()
-        await self.outbox.flush()
-        seconds = time.monotonic() - t0
-        self.metrics.recovery.set(seconds)
-        logger.info("recovered %d partitions (%d changelog records) in %.1f s", len(wanted),
-                    sum(r.records for r in got.values()), seconds)
-
-
-def _describe(tps) -> str:
-    """``topic[0,3] other[1]``: a partition assignment in one short line."""
-    by_topic: dict[str, list[int]] = {}
-    for tp in tps:
-        by_topic.setdefault(tp.topic, []).append(tp.partition)
-    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())) or "nothing"
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self.runner.revoke(revoked)
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        await self.runner.assign(assigned)
-
