@@ -6,8 +6,8 @@ Why the retry: aiokafka only logs an exception raised by an assignment
 callback. The partitions stay assigned to this worker, so a recovery that
 failed once (the broker did not answer, a write of the fence was refused)
 would leave them unrecovered until the next rebalance: their records given
-back on every fetch (:meth:`~pipeline.stream.runner.Runner._give_back`:
-nothing lost, nothing applied) and the worker not ready. Instead the
+back on every fetch by the runner (nothing lost, nothing applied) and the
+worker not ready. Instead the
 partitions wait here, paused, and are recovered again after 1 s, then twice
 as long each time up to 30 s, as long as they stay assigned.
 """
@@ -18,14 +18,9 @@ import asyncio
 import gc
 import logging
 import time
-from typing import TYPE_CHECKING
-
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from .partitions import PARTITION_TYPES, IncidentPartition
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .runner import Runner
 
 __all__ = ["Handover", "describe"]
 
@@ -39,7 +34,9 @@ class Handover:
     """Gives up and takes over the runner's stage partitions; keeps those whose
     recovery failed, and when to try them again."""
 
-    def __init__(self, runner: "Runner") -> None:
+    def __init__(self, runner) -> None:
+        """``runner``: the worker's :class:`~pipeline.stream.runner.Runner`, whose
+        lock, consumer, partitions and state store this works with."""
         self.runner = runner
         self.waiting: set[TopicPartition] = set()  # assigned, not recovered: their recovery failed
         self.retry_at = 0.0
