@@ -75,3 +75,33 @@ def test_parts_are_decoded_when_asked_for_and_a_malformed_record_keeps_the_last_
     assert view.parts("incident", 2) == one and sum(view.errors.values()) == 1
     view.apply(b"p:incident:2", None)
     assert view.parts("incident", 2) is None
+
+
+def test_a_board_record_with_values_of_the_wrong_type_cannot_poison_the_index():
+    """A record no worker wrote (a deadline that is text, flags that are not
+    text) must be refused as a whole: once in the sorted lists, a value of
+    another type would make every later entry fail to compare."""
+    view = ClusterView("v", 6, {}, "r", None)
+    for value in (b'["x", "overdue", null, null, null, [], "soon", "soon", null]',
+                  b'["x", "overdue", null, null, null, [1, 2], 1, 2, null]',
+                  b'["x", "overdue", 5, null, null, [], 1, 2, null]',
+                  b'["x", "overdue", null, null, null, [], 1, 2.5, null]',
+                  b'["x", "overdue", null, null, null, [], 1, 2, null, "extra"]'):
+        view.apply(b"o:KNT-0", value)
+    assert len(view.board) == 0 and sum(view.errors.values()) == 5
+    publisher = ViewPublisher("v", 6, None)
+    ledger = _Ledger({e.incident_id: e for e in (_entry(i) for i in range(5))})
+    publisher.board(0, ledger, list(ledger.entries))
+    assert _read(view, publisher) == 5
+    assert view.board.entries == ledger.entries and view.board.count("overdue") == 5
+
+
+def test_an_owner_or_feed_record_of_the_wrong_shape_is_counted_and_skipped():
+    view = ClusterView("v", 6, {}, "r", None)
+    view.apply(b"w:incident:1", b'{"url": "http://w1:6066", "worker": "w1", "since": 1.0}')
+    for value in (b"[1]", b'{"url": 5}', b'"http://x"', b"{"):
+        view.apply(b"w:incident:2", value)
+        view.apply(b"f:cc.incidents:0", value)
+    view.apply(b"f:cc.incidents:1", b'{"at": 17.5}')
+    assert view.owner_url("incident", 1) == "http://w1:6066" and view.owner_url("incident", 2) is None
+    assert view.feeds == {("cc.incidents", 1): 17.5} and sum(view.errors.values()) == 8

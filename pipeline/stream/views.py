@@ -28,8 +28,9 @@ import os
 import time
 import zlib
 from collections import Counter
-from typing import Callable
+from typing import Callable, Optional
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..core.audit import AuditParts
@@ -53,6 +54,29 @@ def _partition(key: bytes, partitions: int) -> int:
 def board_value(e: BoardEntry) -> bytes:
     return encode_json(list(e))
 
+
+class _Owner(msgspec.Struct):
+    """An owner record: which worker owns a stage partition, where its HTTP answers."""
+
+    url: str
+    worker: str = ""
+    since: float = 0.0
+
+
+class _Feed(msgspec.Struct):
+    """A feed record: when an input partition last delivered (wall clock, seconds)."""
+
+    at: float
+
+
+# The records as the publisher writes them, typed: a record no worker wrote
+# (a deadline that is text, say) is refused whole, never half-applied: in the
+# board's sorted lists one value of another type would make every later
+# entry fail to compare.
+_decode_board = msgspec.json.Decoder(tuple[str, str, Optional[str], Optional[str], Optional[str], tuple[str, ...],
+                                           int, int, Optional[str]]).decode
+_decode_owner = msgspec.json.Decoder(_Owner).decode
+_decode_feed = msgspec.json.Decoder(_Feed).decode
 
 #: At most this many distinct values are shared between board entries (the
 #: vocabularies have some tens; a cap keeps a bad record stream from growing it).
@@ -152,7 +176,7 @@ class ClusterView:
         self.outbox = outbox
         self._parts: dict[tuple[str, int], AuditParts] = {}  # decoded, when asked for
         self._parts_raw: dict[tuple[str, int], bytes] = {}    # records not decoded yet
-        self.owners: dict[tuple[str, int], dict] = {}
+        self.owners: dict[tuple[str, int], _Owner] = {}
         self.feeds: dict[tuple[str, int], float] = {}
         self.board = BoardIndex()
         self._shared: dict = {}  # value -> the one copy the board entries share
@@ -182,11 +206,14 @@ class ClusterView:
                     self._parts_raw[key] = value
             elif kind == b"w":
                 stage, p = rest.decode().rsplit(":", 1)
-                self.owners[(stage, int(p))] = decode_json(value) if value else {}
+                if value:
+                    self.owners[(stage, int(p))] = _decode_owner(value)
+                else:
+                    self.owners.pop((stage, int(p)), None)
             elif kind == b"f":
                 topic, p = rest.decode().rsplit(":", 1)
                 if value is not None:
-                    self.feeds[(topic, int(p))] = float(decode_json(value)["at"])
+                    self.feeds[(topic, int(p))] = _decode_feed(value).at
         except (ValueError, TypeError, KeyError) as exc:
             self.errors[type(exc).__name__] += 1
 
@@ -233,10 +260,10 @@ class ClusterView:
         district, channel, flags, reason) shared between entries: the index
         holds one entry per open incident of the whole cluster, and a decoded
         copy of each would cost more than the entry itself."""
-        _id, status, category, district, channel, flags, since, deadline, reason = decode_json(value)
+        _id, status, category, district, channel, flags, since, deadline, reason = _decode_board(value)
         share = self._share
         return BoardEntry(incident_id, share(status), share(category), share(district), share(channel),
-                          share(tuple(flags)), since, deadline, share(reason))
+                          share(flags), since, deadline, share(reason))
 
     def _share(self, value):
         shared = self._shared.get(value)
@@ -264,4 +291,5 @@ class ClusterView:
         return self._parts.get(key)
 
     def owner_url(self, stage: str, partition: int) -> str | None:
-        return (self.owners.get((stage, partition)) or {}).get("url")
+        owner = self.owners.get((stage, partition))
+        return None if owner is None else owner.url
