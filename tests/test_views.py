@@ -73,6 +73,13 @@ def test_parts_are_decoded_when_asked_for_and_a_malformed_record_keeps_the_last_
     assert got == one and view.parts("incident", 2) is got  # decoded once
     view.apply(b"p:incident:2", b"{not json")
     assert view.parts("incident", 2) == one and sum(view.errors.values()) == 1
+    good = one.encode()
+    for bad in (good.replace(b"3]", b'"3"]'), good.replace(b"3]", b"-3]"), good.replace(b'"m":7', b'"m":"7"'),
+                good.replace(b'"rape"', b"5"), good.replace(b'"i":', b'"x":')):
+        assert bad != good
+        view.apply(b"p:incident:2", bad)  # would break every /audit it is added to
+        assert view.parts("incident", 2) == one
+    assert sum(view.errors.values()) == 6
     view.apply(b"p:incident:2", None)
     assert view.parts("incident", 2) is None
 

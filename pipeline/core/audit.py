@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable
+from typing import Annotated, Callable, Hashable, Iterable, Optional
+
+import msgspec
 
 from .rules import Rate, is_downgrade, wilson_interval
 from .tally import Contribution, CrimeKey, DayKey
@@ -99,21 +101,23 @@ class AuditParts:
             out.add(p)
         return out
 
-    def to_json(self) -> dict:
-        return {"i": [[list(k), n] for k, n in self.incidents.items()],
-                "d": [[list(k), n] for k, n in self.daily.items()],
-                "l": [[k, n] for k, n in self.delays.items()],
-                "c": [[list(k), n] for k, n in self.crimes.items()],
-                "e": {side: dict(c) for side, c in self.events.items()},
-                "m": self.max_time}
+    def encode(self) -> bytes:
+        """The parts as JSON (the form workers publish them in for each other)."""
+        return _encode_parts(_PartsDoc([(tuple(k), n) for k, n in self.incidents.items()],
+                                       [(tuple(k), n) for k, n in self.daily.items()],
+                                       list(self.delays.items()),
+                                       [(tuple(k), n) for k, n in self.crimes.items()],
+                                       {side: dict(c) for side, c in self.events.items()}, self.max_time))
 
     @classmethod
-    def from_json(cls, d: dict) -> "AuditParts":
-        return cls(Counter({Contribution(*k): n for k, n in d["i"]}),
-                   Counter({DayKey(*k): n for k, n in d["d"]}),
-                   Counter({k: n for k, n in d["l"]}),
-                   Counter({CrimeKey(*k): n for k, n in d["c"]}),
-                   {side: Counter(d["e"].get(side, {})) for side in SIDES}, d["m"])
+    def decode(cls, data: bytes) -> "AuditParts":
+        """Parts from :meth:`encode`'s JSON; ``msgspec.DecodeError`` (a
+        ``ValueError``) for anything else, values of the wrong type included:
+        counted as they are, they would break every audit they are added to."""
+        d = _decode_parts(data)
+        return cls(Counter({Contribution(*k): n for k, n in d.i}), Counter({DayKey(*k): n for k, n in d.d}),
+                   Counter(dict(d.l)), Counter({CrimeKey(*k): n for k, n in d.c}),
+                   {side: Counter(d.e.get(side, {})) for side in SIDES}, d.m)
 
     def crime_totals(self) -> dict[str, int]:
         t = dict.fromkeys(CRIME_FIELDS, 0)
@@ -121,6 +125,25 @@ class AuditParts:
             for name, flag in zip(CRIME_FIELDS, key):
                 t[name] += n * flag
         return t
+
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Label = Optional[str]
+
+
+class _PartsDoc(msgspec.Struct):
+    """:class:`AuditParts` as JSON, typed."""
+
+    i: list[tuple[tuple[str, _Label, _Label, _Label, _Label], _Count]]  # Contribution -> n
+    d: list[tuple[tuple[int, str], _Count]]                               # DayKey -> n
+    l: list[tuple[int, _Count]]                                           # delay bucket -> n  # noqa: E741
+    c: list[tuple[tuple[bool, bool, bool, bool], _Count]]                 # CrimeKey -> n
+    e: dict[str, dict[str, _Count]]                                       # side -> outcome -> n
+    m: Optional[int]                                                      # max event time
+
+
+_encode_parts = msgspec.json.Encoder().encode
+_decode_parts = msgspec.json.Decoder(_PartsDoc).decode
 
 
 def build_audit(parts: AuditParts, allowed_lateness: int) -> dict:

@@ -137,7 +137,7 @@ class ViewPublisher:
         sent = self._parts_sent.get(key)
         if sent is not None and sent[0] == version:
             return
-        value = encode_json(build().to_json())
+        value = build().encode()
         if sent is None or sent[1] != value:
             self._records.append((f"p:{stage}:{partition}".encode(), value))
         self._parts_sent[key] = (version, value)
@@ -285,7 +285,7 @@ class ClusterView:
         raw = self._parts_raw.pop(key, None)
         if raw is not None:
             try:
-                self._parts[key] = AuditParts.from_json(decode_json(raw))
+                self._parts[key] = AuditParts.decode(raw)
             except (ValueError, TypeError, KeyError) as exc:
                 self.errors[type(exc).__name__] += 1
         return self._parts.get(key)
