@@ -198,3 +198,17 @@ def test_no_hostile_value_of_any_setting_raises_anything_but_a_one_line_settings
 @given(name=st.sampled_from(sorted(FIELDS)), value=st.text(max_size=60))
 def test_no_text_in_any_setting_raises_anything_but_a_one_line_settings_error(name, value):
     _taken_or_one_line(name, value)
+
+
+@pytest.mark.parametrize("command, option, value", [
+    ("simulate", "--hours", "inf"), ("simulate", "--hours", "1e12"), ("simulate", "--hours", "nan"),
+    ("simulate", "--rate", "1e12"), ("simulate", "--rate", "-inf"), ("demo", "--hours", "1e300"),
+    ("demo", "--rate", "inf"), ("demo", "--duration", "inf"), ("replay", "--speed", "inf"),
+])
+def test_numbers_no_run_could_use_are_a_usage_error(command, option, value):
+    """Infinite, not-a-number or absurd spans and rates: one usage line, not an
+    'unexpected failure' (an overflow deep in the simulator) or a run that never ends."""
+    extra = [str(SAMPLE)] if command == "replay" else []
+    err = one_line(cdiwatch(command, *extra, f"{option}={value}", timeout=20), 2, f"argument {option}: must be",
+                   repr(value))
+    assert "unexpected" not in err

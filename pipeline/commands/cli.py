@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from .. import __version__
@@ -38,9 +39,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _positive(kind, also: str = ""):
-    """An argparse type: a positive ``kind`` (or the word ``also``, given as None)."""
+def _positive(kind, also: str = "", most: float | None = None):
+    """An argparse type: a positive, finite ``kind`` up to ``most`` (or the word
+    ``also``, given as None)."""
     what = f"'{also}' or a positive number" if also else "a positive number"
+    if most is not None:
+        what += f" up to {most:,}"
 
     def parse(text: str):
         if also and text == also:
@@ -49,10 +53,16 @@ def _positive(kind, also: str = ""):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be {what}")
+        if not (value > 0 and math.isfinite(value)) or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
         return value
     return parse
+
+
+# The simulated span and rate: ten years, a thousand times Kent's rate (more
+# would not fit the instants of section 2, or would never end).
+_HOURS = _positive(float, most=87_600)
+_RATE = _positive(float, most=100_000)
 
 
 _speed = _positive(float, also="max")
@@ -84,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser("demo", formatter_class=fmt, help="a local broker, a worker and a simulated control room")
-    demo.add_argument("--hours", type=_positive(float), default=48.0,
+    demo.add_argument("--hours", type=_HOURS, default=48.0,
                       help="simulated hours up to now, published at once; then live")
-    demo.add_argument("--rate", type=_positive(float), default=None, help="incidents per hour (default: Kent-like)")
+    demo.add_argument("--rate", type=_RATE, default=None, help="incidents per hour (default: Kent-like)")
     demo.add_argument("--web-port", type=_port, default=None, help=_env("web_port"))
     demo.add_argument("--broker-port", type=_port, default=None, help="default: a free port")
     demo.add_argument("--seed", type=int, default=1)
@@ -105,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=_env("log_level"))
 
     sim = sub.add_parser("simulate", formatter_class=fmt, help="synthetic events as capture lines")
-    sim.add_argument("--hours", type=_positive(float), default=24.0)
+    sim.add_argument("--hours", type=_HOURS, default=24.0)
     sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--rate", type=_positive(float), default=None, help="incidents per hour (default: Kent-like)")
+    sim.add_argument("--rate", type=_RATE, default=None, help="incidents per hour (default: Kent-like)")
     sim.add_argument("--start", default=None, help="RFC 3339 start (default: fixed per seed, in the past)")
     sim.add_argument("--format", choices=("envelope", "bare"), default="envelope")
     sim.add_argument("--output", "-o", default="-", help="file to write ('-': standard output)")

@@ -132,8 +132,8 @@ class Simulator:
                  start: datetime | str | float | None = None,
                  incidents_topic: str = "cc.incidents", crimes_topic: str = "rms.crimes") -> None:
         self.rate = DEFAULT_RATE if rate is None else float(rate)
-        if hours <= 0 or self.rate <= 0:
-            raise ValueError("hours and rate must be positive")
+        if not (0 < hours < math.inf and 0 < self.rate < math.inf):
+            raise ValueError("hours and rate must be positive and finite")
         self.seed, self.hours = seed, hours
         self.start = _start_us(start, seed, hours)
         self.end = self.start + int(hours * H)
