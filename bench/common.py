@@ -106,19 +106,12 @@ def count_lines(path: Path) -> int:
 
 
 # ------------------------------------------------------------------- processes
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 def _preexec():
     # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: main thread only.
     if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
-        return _die_with_parent
+        from pipeline.kafka.local import die_with_parent
+
+        return die_with_parent
     return None
 
 

@@ -47,3 +47,30 @@ def test_demo_with_its_web_port_busy_says_so_in_one_line(tmp_path):
                               env={**os.environ, "CDI_DATA_DIR": str(tmp_path)})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and f"web port {port} is already in use" in proc.stderr
+
+
+def test_a_demo_killed_outright_leaves_no_broker_or_worker_behind(tansu_binary, tmp_path):
+    """SIGKILL gives the demo no chance to stop its children: they must end with it."""
+    import signal
+    import time
+
+    port = free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "pipeline", "demo", "--web-port", str(port), "--hours", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "CDI_DATA_DIR": str(tmp_path)})
+    try:
+        for line in demo.stdout:
+            if "cdiwatch demo is running" in line:
+                break
+        children = [int(p) for p in open(f"/proc/{demo.pid}/task/{demo.pid}/children").read().split()]
+        assert len(children) == 2, children  # the broker and the worker
+    finally:
+        demo.send_signal(signal.SIGKILL)
+        demo.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in children):
+        time.sleep(0.2)
+    left = [p for p in children if os.path.exists(f"/proc/{p}")]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"left behind: {left}"

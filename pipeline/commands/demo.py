@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from ..kafka.client import aiokafka_options, reveal
-from ..kafka.local import BrokerError, BrokerNotInstalled, LocalBroker, port_in_use
+from ..kafka.local import BrokerError, BrokerNotInstalled, LocalBroker, die_with_parent, port_in_use
 from ..settings import Settings
 from ..simulation import Simulator
 from .errors import ConfigError, RunFailed
@@ -154,7 +154,9 @@ def run(args, settings: Settings) -> int:
         log_path = log_dir / "worker.log"
         worker_log = open(log_path, "wb")
         worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=env,
-                                  stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                  stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  # killed with the demo, even by SIGKILL: no worker left behind
+                                  preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         web = f"http://{settings.web_host}:{web_port}"
         try:
             print(f"demo: broker {broker.url}; starting the worker (log: {log_path})", flush=True)

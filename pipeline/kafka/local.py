@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import IO
 
 __all__ = ["LocalBroker", "BrokerError", "BrokerNotInstalled", "free_port", "port_in_use", "resolve_binary",
-           "INSTALL_HINT"]
+           "die_with_parent", "INSTALL_HINT"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,10 @@ def listening(port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the broker gets SIGTERM if we die, even by SIGKILL (no orphan brokers)."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """A ``preexec_fn`` (Linux): the child gets SIGTERM if we die, even by
+    SIGKILL (no orphan brokers or workers). Only from the main thread: the
+    signal fires when the *thread* that started the child ends."""
     try:
         import ctypes
 
@@ -180,7 +182,7 @@ class LocalBroker:
             start_new_session=True,  # Ctrl-C reaches us, and we stop the broker in order
             # PR_SET_PDEATHSIG fires when the *thread* that started the child ends:
             # only safe from the main thread.
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux")
+            preexec_fn=die_with_parent if sys.platform.startswith("linux")
             and threading.current_thread() is threading.main_thread() else None,
         )
         self._wait_ready()
