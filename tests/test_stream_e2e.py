@@ -175,6 +175,29 @@ def test_one_worker_audit_deadletters_alerts_and_metrics(sample_cluster):
             assert not any(v.startswith("KNT-") for v in s.labels.values())
 
 
+def test_inputs_compressed_with_any_kafka_codec_are_read(fresh_broker, procs, tmp_path):
+    """Producers choose their compression (Java clients often lz4 or zstd): a
+    codec the worker's client cannot decompress would fail every fetch of that
+    partition, a crash and restart loop. The sample in three parts, each sent
+    with another codec (and gzip), gives the expected audit; `capture` reads
+    the compressed topics back byte for byte."""
+    from pipeline.commands.capture import capture
+
+    url = procs.start_worker("worker", fresh_broker.url)
+    wait_ready(procs, url)
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    cut = len(lines) // 4
+    settings = Settings(broker=fresh_broker.url)
+    for n, codec in enumerate(("lz4", "zstd", "snappy", "gzip")):
+        part = tmp_path / f"{codec}.jsonl"
+        part.write_bytes(b"".join(lines[n * cut:(n + 1) * cut] if n < 3 else lines[n * cut:]))
+        report = replay([part], settings, producer_config={"compression_type": codec})
+        assert report.ok, codec
+    wait_audit(procs, url, expected_audit())
+    got = Counter((topic, payload) for topic, _key, payload, *_ in capture(settings, 0, 2**62))
+    assert got == Counter((m.topic, m.payload) for m in read_capture([SAMPLE]))
+
+
 def test_two_workers_each_answer_for_the_whole_cluster(fresh_broker, procs):
     a = procs.start_worker("worker-a", fresh_broker.url)
     b = procs.start_worker("worker-b", fresh_broker.url)
