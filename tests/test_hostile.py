@@ -149,3 +149,28 @@ def test_an_injected_defect_is_dead_lettered_and_the_rest_goes_on(fresh_broker, 
         assert "Dover" not in logged[0] and "reported_at" not in logged[0]
     finally:
         procs.stop_all()
+
+
+def test_a_message_larger_than_a_fetch_is_counted_too_large_and_the_rest_goes_on(fresh_broker, tmp_path):
+    """A 10 MiB input message, more than a fetch of its partition asks for (4
+    MiB): the broker still hands it over (KIP-74), the worker counts it invalid
+    (``too_large``) like the offline audit, and reads on."""
+    from pipeline.capture import capture_line
+    from support import SAMPLE
+
+    path = tmp_path / "big.jsonl"
+    big = b'{"schema":"incident.v1","event_id":"big","x":"' + b"y" * (10 << 20) + b'"}'
+    path.write_bytes(capture_line("cc.incidents", "KNT-big", big, None) + SAMPLE.read_bytes())
+    expected = audit_files([str(path)], Settings()).audit()
+    assert expected["events"]["incidents"]["invalid"] >= 1
+    procs = Processes(tmp_path, fresh_broker)
+    try:
+        url = procs.start_worker("worker", fresh_broker.url)
+        procs.wait_until("worker ready", lambda: http_ok(url + "/readyz"), timeout=90)
+        pid = procs.procs[-1][1].pid
+        report = replay([str(path)], Settings(broker=fresh_broker.url), producer_config={"max_request_size": 16 << 20})
+        assert report.ok, report.render()
+        wait_audit(procs, url, expected)
+        assert procs.procs[-1][1].poll() is None and procs.procs[-1][1].pid == pid  # never restarted
+    finally:
+        procs.stop_all()

@@ -192,6 +192,8 @@ def test_every_worker_client_gets_the_security_settings(recorder, protocol, mech
     asyncio.run(build_all())
     for name in ("worker producer", "worker consumer", "recovery consumer", "view reader", "broker probe"):
         assert_secured(recorder.only(name), s)
+    # the inputs' aborted transactions are not events
+    assert recorder.only("worker consumer")["isolation_level"] == "read_committed"
     # one TLS context for the whole process
     if protocol == "SASL_SSL":
         assert len({id(kw["ssl_context"]) for _n, kw in recorder.calls}) == 1
@@ -224,6 +226,7 @@ def test_admin_replay_and_capture_get_the_security_settings(recorder, monkeypatc
     with pytest.raises(Stop):
         next(capture(s, 0, 1))
     assert_secured(recorder.only("capture consumer"), s, kafka_python=True)
+    assert recorder.only("capture consumer")["isolation_level"] == "read_committed"
 
 
 def test_demo_clients_get_the_security_settings(recorder):

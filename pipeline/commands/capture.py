@@ -49,7 +49,8 @@ def capture(settings, start_ms: int, end_ms: int, progress=None) -> Iterator[tup
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(client_id="cdiwatch-capture", group_id=None, enable_auto_commit=False,
-                             max_poll_records=5000, **reveal(kafka_python_options(settings)))
+                             max_poll_records=5000, isolation_level="read_committed",  # as the workers read
+                             **reveal(kafka_python_options(settings)))
     try:
         tps = [TopicPartition(topic, p) for topic in (settings.incidents_topic, settings.crimes_topic)
                for p in sorted(consumer.partitions_for_topic(topic) or ())]

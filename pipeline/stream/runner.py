@@ -109,6 +109,8 @@ class Runner:
             heartbeat_interval_ms=max(300, session_ms // 6), max_poll_interval_ms=max(300_000, session_ms * 10),
             rebalance_timeout_ms=max(session_ms * 2, 20_000), max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024, max_poll_records=s.batch_size,
+            # A producer's aborted transactions are not events: committed messages only.
+            isolation_level="read_committed",
             # A short fetch wait bounds the delay an idle hop adds to an alert (the
             # test broker answers a waiting fetch only at half the wait or at its end).
             fetch_max_wait_ms=50)
