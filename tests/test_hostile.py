@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from collections import Counter
 
 import orjson
@@ -82,19 +83,30 @@ def wait_audit(procs: Processes, url: str, expected: dict) -> dict:
     return got
 
 
+@contextmanager
+def _replayed_into_a_worker(broker, tmp_path, path, expected: dict, max_request_size: int):
+    """One worker, the capture at ``path`` replayed into it, its ``/audit``
+    equal to ``expected``: yields ``(url, audit)``; afterwards, the worker must
+    never have restarted."""
+    procs = Processes(tmp_path, broker)
+    try:
+        url = procs.start_worker("worker", broker.url)
+        procs.wait_until("worker ready", lambda: http_ok(url + "/readyz"), timeout=90)
+        pid = procs.procs[-1][1].pid
+        report = replay([str(path)], Settings(broker=broker.url), producer_config={"max_request_size": max_request_size})
+        assert report.ok, report.render()
+        yield url, wait_audit(procs, url, expected)
+        assert procs.procs[-1][1].poll() is None and procs.procs[-1][1].pid == pid  # never restarted
+    finally:
+        procs.stop_all()
+
+
 def test_a_capture_of_hostile_messages_stops_nothing(fresh_broker, tmp_path):
     path = tmp_path / "hostile.jsonl"
     path.write_bytes(b"".join(hostile_lines()))
     expected = audit_files([str(path)], Settings()).audit()
     consumed = Counter(m.topic for m in read_capture([str(path)]))
-    procs = Processes(tmp_path, fresh_broker)
-    try:
-        url = procs.start_worker("worker", fresh_broker.url)
-        procs.wait_until("worker ready", lambda: http_ok(url + "/readyz"), timeout=90)
-        pid = procs.procs[-1][1].pid
-        report = replay([str(path)], Settings(broker=fresh_broker.url), producer_config={"max_request_size": 4 << 20})
-        assert report.ok, report.render()
-        audit = wait_audit(procs, url, expected)
+    with _replayed_into_a_worker(fresh_broker, tmp_path, path, expected, 4 << 20) as (url, audit):
         for topic, side in (("cc.incidents", "incidents"), ("rms.crimes", "crimes")):
             assert sum(audit["events"][side].values()) == consumed[topic]
         letters = read_topics(fresh_broker.bootstrap, ["cdi.deadletter"],
@@ -106,11 +118,8 @@ def test_a_capture_of_hostile_messages_stops_nothing(fresh_broker, tmp_path):
             assert len(d["detail"]) <= 500
             if d.get("payload_truncated"):
                 assert d["payload_size"] > 65_536
-        assert procs.procs[-1][1].poll() is None and procs.procs[-1][1].pid == pid  # never restarted
         m = metrics(url)
         assert sum(v for (name, _l), v in m.items() if name == "cdi_processing_errors_total") == 0
-    finally:
-        procs.stop_all()
 
 
 def test_an_injected_defect_is_dead_lettered_and_the_rest_goes_on(fresh_broker, tmp_path):
@@ -163,14 +172,5 @@ def test_a_message_larger_than_a_fetch_is_counted_too_large_and_the_rest_goes_on
     path.write_bytes(capture_line("cc.incidents", "KNT-big", big, None) + SAMPLE.read_bytes())
     expected = audit_files([str(path)], Settings()).audit()
     assert expected["events"]["incidents"]["invalid"] >= 1
-    procs = Processes(tmp_path, fresh_broker)
-    try:
-        url = procs.start_worker("worker", fresh_broker.url)
-        procs.wait_until("worker ready", lambda: http_ok(url + "/readyz"), timeout=90)
-        pid = procs.procs[-1][1].pid
-        report = replay([str(path)], Settings(broker=fresh_broker.url), producer_config={"max_request_size": 16 << 20})
-        assert report.ok, report.render()
-        wait_audit(procs, url, expected)
-        assert procs.procs[-1][1].poll() is None and procs.procs[-1][1].pid == pid  # never restarted
-    finally:
-        procs.stop_all()
+    with _replayed_into_a_worker(fresh_broker, tmp_path, path, expected, 16 << 20):
+        pass
