@@ -386,12 +386,18 @@ def test_a_recovery_that_failed_is_tried_again_until_the_partition_is_recovered(
     handover.retry_at = 0.0
     asyncio.run(handover.retry_if_due())  # fails again: twice as long
     assert handover.waiting == {tp, other} and handover.delay == 4.0 and "trying again in 2 s" in caplog.text
+    more = TopicPartition("cdiwatch-incident-ops", 3)  # a later assignment, recovered at once:
+    runner.consumer.assigned.add(more)
+    runner.store.failures, failing = 0, runner.store.failures
+    asyncio.run(handover.assign([more]))
+    assert ("incident", 3) in runner.owned and runner.joined is False  # not ready while others wait
+    runner.store.failures = failing
     asyncio.run(handover.revoke([other]))  # given to another worker meanwhile: not recovered here
     handover.retry_at = 0.0
     asyncio.run(handover.retry_if_due())
-    assert set(runner.owned) == {("crime", 1)} and runner.owned[("crime", 1)].next_offset == 5
+    assert set(runner.owned) == {("crime", 1), ("incident", 3)} and runner.owned[("crime", 1)].next_offset == 5
     assert handover.waiting == set() and runner.joined is True and handover.delay == 1.0
-    assert runner.consumer.seeks == [(tp, 5)] and tp not in runner.consumer.paused()  # read from its checkpoint
+    assert runner.consumer.seeks[-1] == (tp, 5) and tp not in runner.consumer.paused()  # read from its checkpoint
 
 
 def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_defect():

@@ -7,9 +7,9 @@ callback. The partitions stay assigned to this worker, so a recovery that
 failed once (the broker did not answer, a write of the fence was refused)
 would leave them unrecovered until the next rebalance: their records given
 back on every fetch by the runner (nothing lost, nothing applied) and the
-worker not ready. Instead the
-partitions wait here, paused, and are recovered again after 1 s, then twice
-as long each time up to 30 s, as long as they stay assigned.
+worker not ready. Instead the partitions wait here, paused, and are recovered
+again after 1 s, then twice as long each time up to 30 s, as long as they
+stay assigned. The worker is ready only when none waits.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import gc
 import logging
 import time
+
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from .partitions import PARTITION_TYPES, IncidentPartition
@@ -91,7 +92,7 @@ class Handover:
         r.consumer.resume(*[tp for tp in tps if tp in paused])
         self.delay = RETRY_FIRST
         gc.freeze()  # the recovered state lives long: no collection need walk it again (0.2 s with a month)
-        r.joined = True
+        r.joined = not self.waiting  # partitions of an earlier assignment may still wait
 
     async def recover(self, tps: list[TopicPartition]) -> None:
         """Take over the stage partitions ``tps`` not owned yet: their
