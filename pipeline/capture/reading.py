@@ -216,8 +216,8 @@ def _lines(fh: IO[bytes], source: str, limit: int, report: ErrorHandler) -> Iter
 
 
 def _files(paths: Iterable[PathLike]) -> Iterator[tuple[IO[bytes], str]]:
-    """Each file opened in turn (closed when done): its lines are read by the
-    caller's own loop, one generator fewer per line on the audit's hot path."""
+    """Each file opened in turn (closed when done), for the caller's loop over
+    its :func:`_lines`."""
     for path in paths:
         fh, source, owned = _open(path)
         try:

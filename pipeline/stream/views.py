@@ -37,7 +37,7 @@ from ..core.audit import AuditParts
 from ..core.incidents import BoardEntry, IncidentLedger
 from ..kafka.client import reveal
 from .board import BoardIndex
-from .codec import decode_json, encode_json
+from .codec import encode_json
 from .outbox import Outbox
 
 __all__ = ["ViewPublisher", "ClusterView"]
@@ -75,6 +75,7 @@ class _Feed(msgspec.Struct):
 # entry fail to compare.
 _decode_board = msgspec.json.Decoder(tuple[str, str, Optional[str], Optional[str], Optional[str], tuple[str, ...],
                                            int, int, Optional[str]]).decode
+_encode = msgspec.json.Encoder().encode  # owner and feed records: one type each way
 _decode_owner = msgspec.json.Decoder(_Owner).decode
 _decode_feed = msgspec.json.Decoder(_Feed).decode
 
@@ -144,10 +145,10 @@ class ViewPublisher:
 
     def owner(self, stage: str, partition: int, url: str, worker: str) -> None:
         self._records.append((f"w:{stage}:{partition}".encode(),
-                              encode_json({"url": url, "worker": worker, "since": time.time()})))
+                              _encode(_Owner(url, worker, time.time()))))
 
     def feed(self, topic: str, partition: int, at: float) -> None:
-        self._records.append((f"f:{topic}:{partition}".encode(), encode_json({"at": at})))
+        self._records.append((f"f:{topic}:{partition}".encode(), _encode(_Feed(at))))
 
     async def send(self) -> int:
         """Queue the gathered records (acknowledged with the next flush)."""
