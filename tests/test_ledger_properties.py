@@ -244,3 +244,35 @@ def test_deferred_evaluation_with_eviction_matches_eager_on_the_sample():
             monitor.feed(topic, payload, SAMPLE_NOW)
     eager, deferred = (monitor.audit() for monitor in monitors)
     assert eager["incidents"] == deferred["incidents"] and eager["crimes"] == deferred["crimes"]
+
+
+def test_kept_events_share_their_incident_id_and_configured_names():
+    """Decoded events each bring their own copies of these strings; a ledger
+    keeps one of each (memory: a fifth of an open incident), an unknown
+    district stays the event's own (no table that input could grow)."""
+    import msgspec
+
+    from pipeline.core.events import IncidentEvent
+    from pipeline.core.incidents import IncidentLedger
+    from pipeline.settings import Settings
+
+    config = Settings().core()
+    ledger = IncidentLedger(config.params, config.vocabulary, deferred=True)
+    district, category = config.vocabulary.districts[0], config.vocabulary.crime_categories[0]
+    base = parse_time("2026-01-06T00:00:00Z")
+    sent = [IncidentEvent(base + 2, "e2", "closed", "KNT-1", disposition="no_crime"),
+            IncidentEvent(base + 1, "e1", "opened", "KNT-1", category, None, base, "999", district),
+            IncidentEvent(base + 3, "e3", "reclassified", "KNT-1", category),
+            IncidentEvent(base + 4, "e4", "opened", "KNT-2", category, None, base, "999", "Nowhere Town")]
+    decoded = msgspec.msgpack.Decoder(list[IncidentEvent]).decode(msgspec.msgpack.encode(sent))
+    assert decoded == sent and decoded[1].district is not decoded[3].district  # fresh copies
+    for ev in decoded:
+        assert ledger.apply(ev)
+    ledger.settle()
+    kept = ledger.incidents["KNT-1"].events
+    assert [ev.event_id for ev in kept] == ["e1", "e2", "e3"] and kept == sorted(sent[:3])
+    assert len({id(ev.incident_id) for ev in kept}) == 1
+    assert kept[0].category is category and kept[2].category is category and kept[0].district is district
+    assert ledger.incidents["KNT-2"].events[0].category is category
+    assert ledger.incidents["KNT-2"].events[0].district == "Nowhere Town"
+    assert "Nowhere Town" not in ledger._names  # noqa: SLF001
