@@ -180,6 +180,8 @@ class IncidentLedger:
             was_seen = st.opening is not None
             if not events:
                 st.events = [ev]
+            elif len(events) == 1:  # a list made to size: an append would leave room for 8 (72 bytes, not 120)
+                st.events = [events[0], ev] if ev > events[0] else [ev, events[0]]
             elif ev > events[-1]:
                 events.append(ev)
             else:
