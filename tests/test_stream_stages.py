@@ -176,10 +176,16 @@ class _Views:
 class _Consumer:
     def __init__(self, assigned):
         self.assigned, self.seeks, self.commits, self._paused = set(assigned), [], [], set()
-        self.log_start = 0
+        self.log_start, self.log_end = 0, 1000
 
     async def beginning_offsets(self, tps):
         return {tp: self.log_start for tp in tps}
+
+    async def end_offsets(self, tps):
+        return {tp: self.log_end for tp in tps}
+
+    async def seek_to_beginning(self, *tps):
+        self.seeks.extend((tp, "start") for tp in tps)
 
     def assignment(self):
         return set(self.assigned)
@@ -264,6 +270,54 @@ def test_a_stage_record_past_the_checkpoint_sends_the_consumer_back_to_it():
     assert consumer.seeks[-1] == (tp, 43) and part.next_offset == 43 and part.dirty is False
     assert consumer.commits[-1] == {tp: 43}
 
+
+def test_input_records_removed_before_they_were_read_are_counted_lost_and_reading_goes_on(caplog):
+    """The worker's consumer never moves a position by itself
+    (``auto_offset_reset="none"``). An input position below the log's start
+    (retention removed records nobody read) is a loss: counted per topic,
+    logged as an error, and reading goes on from the start. A position past the
+    log's end (the topic made again) reads it again, nothing counted lost. A
+    group with no committed offset reads an input from its start; a stage
+    partition is read from its checkpoint, or left to its recovery when it is
+    not recovered yet. (The test broker never answers OFFSET_OUT_OF_RANGE,
+    so this is proven here, on the runner with a stand-in consumer; the path
+    with no committed offset runs in every broker test.)"""
+    import asyncio
+    import logging
+
+    from aiokafka import TopicPartition
+    from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+
+    from pipeline.stream.partitions import EventPartition
+    from pipeline.stream.store import Recovered
+
+    cc, rms = TopicPartition("cc.incidents", 1), TopicPartition("rms.crimes", 4)
+    ops, other = TopicPartition("cdiwatch-event-ops", 2), TopicPartition("cdiwatch-event-ops", 3)
+    gone = TopicPartition("cc.incidents", 5)
+    runner = _runner([cc, rms, ops, other])
+    consumer, lost = runner.consumer, runner.metrics.input_lost
+    part = EventPartition(2, runner.config, runner.router)
+    part.load(Recovered(next_offset=40))
+    runner.owned[("event", 2)] = part
+
+    def run(exc):
+        asyncio.run(runner.handover.reposition(exc))
+        return consumer.seeks.pop() if consumer.seeks else None
+
+    consumer.log_start = 120
+    with caplog.at_level(logging.ERROR, logger="pipeline.stream.handover"):
+        assert run(OffsetOutOfRangeError({cc: 100})) == (cc, 120)
+    assert lost.labels("cc.incidents")._value.get() == 20  # noqa: SLF001
+    assert "records 100 to 119 were removed from the log before this group read them" in caplog.text
+    assert "20 input records lost" in caplog.text
+    assert run(OffsetOutOfRangeError({rms: 5000})) == (rms, 120)  # past the end (1000): read again
+    assert lost.labels("rms.crimes")._value.get() == 0  # noqa: SLF001
+    assert run(NoOffsetForPartitionError(cc)) == (cc, "start")
+    assert run(NoOffsetForPartitionError(ops)) == (ops, 40)  # its checkpoint, never the log's start
+    assert run(NoOffsetForPartitionError(other)) is None     # recovery will seek it
+    assert run(OffsetOutOfRangeError({ops: 10})) == (ops, "start")  # the gap check takes it from there
+    assert run(OffsetOutOfRangeError({gone: 3})) is None and run(NoOffsetForPartitionError(gone)) is None
+    assert lost.labels("cc.incidents")._value.get() == 20  # noqa: SLF001
 
 
 def test_a_stage_record_that_does_not_decode_is_dead_lettered_and_the_next_one_applied(caplog):

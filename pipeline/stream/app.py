@@ -70,6 +70,7 @@ class Worker:
         self.metrics.registry.register(StateCollector(self._owned_state))
         for topic in self.plan.inputs:  # a feed that never delivers must still look silent
             self.metrics.last_received.labels(topic).set(self.started_at)
+            self.metrics.input_lost.labels(topic)  # 0 from the start: increase() sees the first loss
         self.outbox = Outbox(options, f"{s.app_id}-{self.worker_id}")
         self.publisher = ViewPublisher(self.plan.views, s.partitions, self.outbox)
         self.view = ClusterView(self.plan.views, s.partitions, options, f"{s.app_id}-{self.worker_id}", self.outbox)

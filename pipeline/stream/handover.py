@@ -10,6 +10,16 @@ back on every fetch by the runner (nothing lost, nothing applied) and the
 worker not ready. Instead the partitions wait here, paused, and are recovered
 again after 1 s, then twice as long each time up to 30 s, as long as they
 stay assigned. The worker is ready only when none waits.
+
+Where reading starts when the group has no usable position
+(:meth:`Handover.reposition`): the consumer runs with
+``auto_offset_reset="none"``, so that the client never moves a position on
+its own. A stage partition is read from its checkpoint (recovery seeks it
+there); an input partition the group never committed is read from its start
+(what ``earliest`` did); an input position that is no longer in the log is
+counted, logged and read on from the log's start: records that retention
+removed before anyone read them are a loss that people must see
+(``cdi_input_records_lost_total``), not an INFO line of the client.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import logging
 import time
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from .partitions import PARTITION_TYPES, IncidentPartition
 
@@ -129,6 +140,55 @@ class Handover:
         r.metrics.recovery.set(seconds)
         logger.info("recovered %d partitions (%d changelog records) in %.1f s", len(wanted),
                     sum(rec.records for rec in got.values()), seconds)
+
+
+    async def reposition(self, exc: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
+        """The consumer has no position to read a partition from (see the
+        module doc): position it. A partition no longer assigned is left
+        alone; one whose offsets cannot be read now is left too, and the
+        consumer raises the same error again on a later fetch."""
+        r = self.runner
+        consumer, plan = r.consumer, r.plan
+        assigned = consumer.assignment()
+        if isinstance(exc, NoOffsetForPartitionError):
+            wanted = {tp: None for tp in exc.args if isinstance(tp, TopicPartition)}
+        else:
+            wanted = dict(exc.args[0]) if exc.args and isinstance(exc.args[0], dict) else {}
+        for tp, offset in wanted.items():
+            if tp not in assigned:
+                continue
+            stage = plan.stage_of(tp.topic)
+            if stage is not None:
+                part = r.owned.get((stage, tp.partition))
+                if part is None:
+                    continue  # not recovered yet: recovery seeks it to its checkpoint
+                if offset is None:
+                    consumer.seek(tp, part.next_offset)
+                else:  # records the partition has not applied are gone: the runner's gap check says so
+                    await consumer.seek_to_beginning(tp)
+                continue
+            if offset is None:
+                logger.info("%s[%d]: no committed offset for group %s; reading it from the start",
+                            tp.topic, tp.partition, plan.group)
+                await consumer.seek_to_beginning(tp)
+                continue
+            try:
+                start = (await consumer.beginning_offsets([tp]))[tp]
+                end = (await consumer.end_offsets([tp]))[tp]
+            except (KafkaError, KeyError) as e:
+                logger.warning("%s[%d]: offset %d is out of range, and the log's range could not be read (%s); "
+                               "trying again", tp.topic, tp.partition, offset, type(e).__name__)
+                continue
+            if offset < start:
+                r.metrics.input_lost.labels(tp.topic).inc(start - offset)
+                logger.error("%s[%d]: records %d to %d were removed from the log before this group read them "
+                             "(retention): %d input records lost, never validated or counted; reading on from %d",
+                             tp.topic, tp.partition, offset, start - 1, start - offset, start)
+            else:
+                logger.warning("%s[%d]: offset %d is past the log's end (%d): the topic was deleted and created "
+                               "again, or truncated; reading it again from its start %d (copies already seen count "
+                               "as duplicates)", tp.topic, tp.partition, offset, end, start)
+            consumer.seek(tp, start)
 
 
 def describe(tps) -> str:

@@ -68,6 +68,9 @@ class Metrics:
                                           "skipped), and changelog records no worker wrote (skipped at recovery).",
                                           ["stage"], registry=r)
         self.alerts = PCounter("cdi_alerts_total", "Alerts published on the alerts topic.", ["kind"], registry=r)
+        self.input_lost = PCounter("cdi_input_records_lost_total",
+                                   "Input records removed from their topic (retention) before this consumer group "
+                                   "read them: never validated, never counted.", ["topic"], registry=r)
         self.last_received = Gauge("cdi_last_event_received_timestamp_seconds",
                                    "Wall clock when a message was last read from the input topic.", ["topic"], registry=r)
         self.ready = Gauge("cdi_worker_ready", "1 when this worker has recovered its partitions, reaches the broker and is consuming.",

@@ -38,7 +38,7 @@ import time
 from collections import Counter
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from ..core.validation import Validator
 from ..kafka.client import reveal
@@ -105,7 +105,8 @@ class Runner:
         session_ms = int(s.session_timeout * 1000)
         self.consumer = consumer = AIOKafkaConsumer(
             **reveal(self.client_options), group_id=plan.group, client_id=f"{s.app_id}-{self.worker_id}",
-            enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=session_ms,
+            # No position is ever moved by the client itself (Handover.reposition).
+            enable_auto_commit=False, auto_offset_reset="none", session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(300, session_ms // 6), max_poll_interval_ms=max(300_000, session_ms * 10),
             rebalance_timeout_ms=max(session_ms * 2, 20_000), max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024, max_poll_records=s.batch_size,
@@ -120,7 +121,12 @@ class Runner:
         logger.info("consuming %s as group %s", ", ".join(topics), plan.group)
         try:
             while not self.stopping:
-                batch = await consumer.getmany(timeout_ms=100, max_records=s.batch_size)
+                try:
+                    batch = await consumer.getmany(timeout_ms=100, max_records=s.batch_size)
+                except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
+                    async with self.lock:
+                        await self.handover.reposition(exc)
+                    continue
                 async with self.lock:
                     if batch:
                         await self.process(batch)
