@@ -276,7 +276,8 @@ def test_input_records_removed_before_they_were_read_are_counted_lost_and_readin
     (``auto_offset_reset="none"``). An input position below the log's start
     (retention removed records nobody read) is a loss: counted per topic,
     logged as an error, and reading goes on from the start. A position past the
-    log's end (the topic made again) reads it again, nothing counted lost. A
+    log's end (the topic made again) reads it again, nothing counted lost; one
+    back in range by the time the log is asked is read on from. A
     group with no committed offset reads an input from its start; a stage
     partition is read from its checkpoint, or left to its recovery when it is
     not recovered yet. (The test broker never answers OFFSET_OUT_OF_RANGE,
@@ -311,6 +312,7 @@ def test_input_records_removed_before_they_were_read_are_counted_lost_and_readin
     assert "records 100 to 119 were removed from the log before this group read them" in caplog.text
     assert "20 input records lost" in caplog.text
     assert run(OffsetOutOfRangeError({rms: 5000})) == (rms, 120)  # past the end (1000): read again
+    assert run(OffsetOutOfRangeError({rms: 700})) == (rms, 700)    # in range by now: read on from it
     assert lost.labels("rms.crimes")._value.get() == 0  # noqa: SLF001
     assert run(NoOffsetForPartitionError(cc)) == (cc, "start")
     assert run(NoOffsetForPartitionError(ops)) == (ops, 40)  # its checkpoint, never the log's start

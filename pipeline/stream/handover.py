@@ -141,7 +141,6 @@ class Handover:
         logger.info("recovered %d partitions (%d changelog records) in %.1f s", len(wanted),
                     sum(rec.records for rec in got.values()), seconds)
 
-
     async def reposition(self, exc: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
         """The consumer has no position to read a partition from (see the
         module doc): position it. A partition no longer assigned is left
@@ -184,10 +183,14 @@ class Handover:
                 logger.error("%s[%d]: records %d to %d were removed from the log before this group read them "
                              "(retention): %d input records lost, never validated or counted; reading on from %d",
                              tp.topic, tp.partition, offset, start - 1, start - offset, start)
-            else:
+            elif offset > end:  # never lose: read it all again rather than skip what a new topic holds
                 logger.warning("%s[%d]: offset %d is past the log's end (%d): the topic was deleted and created "
                                "again, or truncated; reading it again from its start %d (copies already seen count "
                                "as duplicates)", tp.topic, tp.partition, offset, end, start)
+            else:  # in range again (the broker's answer was transient): read on where it was
+                logger.warning("%s[%d]: the broker said offset %d was out of range; it is within %d..%d now: "
+                               "reading on from it", tp.topic, tp.partition, offset, start, end)
+                start = offset
             consumer.seek(tp, start)
 
 
