@@ -286,12 +286,23 @@ def panels() -> list[dict]:
         options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}))
     y += 3
     out.append(panel(
-        "bargauge", "Crimes cancelled by reason, 7d", 8, y, 16, 5,
+        "bargauge", "Crimes cancelled by reason, 7d", 8, y, 8, 5,
         [target("sum by (reason) (increase(cdi_crimes_cancelled_total[7d]))", "{{reason}}", instant=True)],
         description="Cancellations need additional verifiable information or another ground; 'none' = no reason given.",
         thresholds=[(None, "blue")],
         options={"orientation": "horizontal", "displayMode": "basic",
                  "reduceOptions": {"calcs": ["lastNotNull"], "values": False}}))
+    out.append(panel(
+        "stat", "Messages missing from the decisions, 24h", 16, y, 8, 5,
+        [target("sum(increase(cdi_input_records_lost_total[24h])) or vector(0)", "lost unread", "A", instant=True),
+         target("sum(increase(cdi_processing_errors_total[24h])) or vector(0)", "processing errors", "B",
+                instant=True)],
+        description="Input records the topic's retention removed before a worker read them (InputRecordsLost), "
+                    "and messages whose processing raised (ProcessingErrors): each one an incident or crime "
+                    "cdiwatch did not check. See the runbook.",
+        thresholds=[(None, "green"), (1, "red")],
+        options={"reduceOptions": {"calcs": ["lastNotNull"], "values": False}, "textMode": "value_and_name",
+                 "colorMode": "value", "graphMode": "none"}))
     return out
 
 
