@@ -183,10 +183,11 @@ class Handover:
                 logger.error("%s[%d]: records %d to %d were removed from the log before this group read them "
                              "(retention): %d input records lost, never validated or counted; reading on from %d",
                              tp.topic, tp.partition, offset, start - 1, start - offset, start)
-            elif offset > end:  # never lose: read it all again rather than skip what a new topic holds
-                logger.warning("%s[%d]: offset %d is past the log's end (%d): the topic was deleted and created "
-                               "again, or truncated; reading it again from its start %d (copies already seen count "
-                               "as duplicates)", tp.topic, tp.partition, offset, end, start)
+            elif offset > end:  # read it all again rather than skip what a new topic holds
+                logger.warning("%s[%d]: offset %d is past the log's end (%d): the topic was truncated, or deleted "
+                               "and created again; reading it from its start %d. Records below the offsets "
+                               "already applied count as read before: if the topic is new, replay its records "
+                               "%d to %d", tp.topic, tp.partition, offset, end, start, start, end - 1)
             else:  # in range again (the broker's answer was transient): read on where it was
                 logger.warning("%s[%d]: the broker said offset %d was out of range; it is within %d..%d now: "
                                "reading on from it", tp.topic, tp.partition, offset, start, end)
