@@ -309,6 +309,7 @@ def test_input_records_removed_before_they_were_read_are_counted_lost_and_readin
     with caplog.at_level(logging.ERROR, logger="pipeline.stream.handover"):
         assert run(OffsetOutOfRangeError({cc: 100})) == (cc, 120)
     assert lost.labels("cc.incidents")._value.get() == 20  # noqa: SLF001
+    assert consumer.commits == [{cc: 120}]  # gone for good: a later owner does not count it again
     assert "records 100 to 119 were removed from the log before this group read them" in caplog.text
     assert "20 input records lost" in caplog.text
     assert run(OffsetOutOfRangeError({rms: 5000})) == (rms, 120)  # past the end (1000): read again
@@ -320,6 +321,7 @@ def test_input_records_removed_before_they_were_read_are_counted_lost_and_readin
     assert run(OffsetOutOfRangeError({ops: 10})) == (ops, "start")  # the gap check takes it from there
     assert run(OffsetOutOfRangeError({gone: 3})) is None and run(NoOffsetForPartitionError(gone)) is None
     assert lost.labels("cc.incidents")._value.get() == 20  # noqa: SLF001
+    assert consumer.commits == [{cc: 120}]  # only a loss moves the committed offset
 
 
 def test_a_stage_record_that_does_not_decode_is_dead_lettered_and_the_next_one_applied(caplog):

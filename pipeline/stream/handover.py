@@ -183,6 +183,10 @@ class Handover:
                 logger.error("%s[%d]: records %d to %d were removed from the log before this group read them "
                              "(retention): %d input records lost, never validated or counted; reading on from %d",
                              tp.topic, tp.partition, offset, start - 1, start - offset, start)
+                try:  # nothing below the log's start can be read any more: the next owner need not count it again
+                    await consumer.commit({tp: start})
+                except KafkaError:
+                    pass  # rebalanced meanwhile: the next owner finds the same gap and counts it
             elif offset > end:  # read it all again rather than skip what a new topic holds
                 logger.warning("%s[%d]: offset %d is past the log's end (%d): the topic was truncated, or deleted "
                                "and created again; reading it from its start %d. Records below the offsets "
