@@ -289,6 +289,7 @@ def test_input_records_removed_before_they_were_read_are_counted_lost_and_readin
     from aiokafka import TopicPartition
     from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 
+    from pipeline.core.events import Rewind
     from pipeline.stream.partitions import EventPartition
     from pipeline.stream.store import Recovered
 
@@ -312,7 +313,13 @@ def test_input_records_removed_before_they_were_read_are_counted_lost_and_readin
     assert consumer.commits == [{cc: 120}]  # gone for good: a later owner does not count it again
     assert "records 100 to 119 were removed from the log before this group read them" in caplog.text
     assert "20 input records lost" in caplog.text
-    assert run(OffsetOutOfRangeError({rms: 5000})) == (rms, 120)  # past the end (1000): read again
+    assert run(OffsetOutOfRangeError({rms: 5000})) == (rms, 120)  # past the end (1000): read again, as new
+    rewinds = {key: ops for key, ops in runner.router.ops.items() if ops}
+    assert rewinds == {("event", p): [Rewind("crimes", 4, 120)] for p in range(runner.settings.partitions)}
+    asyncio.run(runner.handover.revoke([cc]))  # another input partition leaves: the rewind stays
+    assert {key: ops for key, ops in runner.router.ops.items() if ops} == rewinds
+    asyncio.run(runner.handover.revoke([rms]))  # its own leaves before it was sent: its new owner rewinds
+    assert not any(runner.router.ops.values())
     assert run(OffsetOutOfRangeError({rms: 700})) == (rms, 700)    # in range by now: read on from it
     assert lost.labels("rms.crimes")._value.get() == 0  # noqa: SLF001
     assert run(NoOffsetForPartitionError(cc)) == (cc, "start")
@@ -322,6 +329,40 @@ def test_input_records_removed_before_they_were_read_are_counted_lost_and_readin
     assert run(OffsetOutOfRangeError({gone: 3})) is None and run(NoOffsetForPartitionError(gone)) is None
     assert lost.labels("cc.incidents")._value.get() == 20  # noqa: SLF001
     assert consumer.commits == [{cc: 120}]  # only a loss moves the committed offset
+    assert not any(runner.router.ops.values())  # only a position past the end rewinds
+
+
+def test_a_rewind_makes_the_event_stage_take_a_source_read_again_as_new_records():
+    """After a :class:`Rewind` the event stage applies records of that input
+    partition from its offset on, which it would otherwise take for copies
+    already read (a topic made again starts its offsets at 0); other sources
+    keep their positions, and a rewind past the position changes nothing."""
+    from pipeline.core.events import Arrival, IncidentEvent, Rewind
+    from pipeline.stream.codec import encode_batch
+    from pipeline.stream.partitions import EventPartition
+    from pipeline.stream.transport import KafkaRouter
+
+    from pipeline.settings import Settings
+
+    config = Settings().core()
+    part = EventPartition(0, config, KafkaRouter(1))
+    offset = iter(range(100))
+
+    def apply(*ops):
+        assert part.process(Record("cdiwatch-event-ops", 0, next(offset), None, encode_batch(None, list(ops))),
+                            lambda *a: pytest.fail(f"processing error {a}"))
+        return dict(part.counts()["incidents"])
+
+    def ev(n):
+        return IncidentEvent(1_700_000_000_000_000 + n, f"e{n}", "closed", f"KNT-{n}", disposition="no_crime")
+
+    assert apply(*(Arrival(ev(n), 1, n) for n in range(3)), Arrival(ev(50), 2, 7)) == \
+        {"valid": 4, "duplicate": 0, "invalid": 0}
+    assert apply(Arrival(ev(10), 1, 1)) == {"valid": 4, "duplicate": 0, "invalid": 0}  # taken for a re-read
+    assert apply(Rewind("incidents", 1, 0), Rewind("incidents", 2, 9)) == {"valid": 4, "duplicate": 0, "invalid": 0}
+    assert apply(Arrival(ev(10), 1, 0), Arrival(ev(11), 1, 1), Arrival(ev(2), 1, 2)) == \
+        {"valid": 6, "duplicate": 1, "invalid": 0}  # new records counted; a copy of e2 is a duplicate
+    assert apply(Arrival(ev(51), 2, 7)) == {"valid": 6, "duplicate": 1, "invalid": 0}  # partition 2 kept its place
 
 
 def test_a_stage_record_that_does_not_decode_is_dead_lettered_and_the_next_one_applied(caplog):

@@ -38,7 +38,7 @@ _Flag = Literal[FLAGS]  # type: ignore[valid-type]
 _Reason = Literal[CANCEL_REASONS]  # type: ignore[valid-type]
 
 __all__ = ["IncidentEvent", "CrimeEvent", "Event", "Rejection", "Source", "Arrival", "Invalid",
-           "Stale", "Link", "Notice", "Op", "Alert"]
+           "Stale", "Link", "Notice", "Rewind", "Op", "Alert"]
 
 
 class IncidentEvent(msgspec.Struct, array_like=True, frozen=True, gc=False, order=True, tag="i"):
@@ -129,8 +129,20 @@ class Notice(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="n"):
     incident_id: str
 
 
+class Rewind(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="r"):
+    """intake -> every event-stage partition: the input partition is read again
+    from ``offset`` because its log no longer reaches the position read before
+    (the topic was made again, or truncated). The records from there on are
+    new to the event stage, not copies already read: without this their
+    offsets, below the ones applied, would drop them."""
+
+    side: str
+    partition: int  # of the input topic
+    offset: int
+
+
 #: Every message a stage can receive.
-Op = Union[IncidentEvent, CrimeEvent, Arrival, Invalid, Stale, Link, Notice]
+Op = Union[IncidentEvent, CrimeEvent, Arrival, Invalid, Stale, Link, Notice, Rewind]
 
 
 class Alert(NamedTuple):

@@ -66,6 +66,12 @@ class EventStage:
         self.positions[pos] = offset + 1
         return True
 
+    def rewind(self, side: str, partition: int, offset: int) -> None:
+        """The source is read again from ``offset`` as new records (:class:`~pipeline.core.events.Rewind`)."""
+        pos = f"{side}:{partition}"
+        if self.positions.get(pos, 0) > offset:
+            self.positions[pos] = offset
+
     def arrive(self, ev: IncidentEvent | CrimeEvent, partition: int = 0, offset: int = -1) -> bool:
         """A valid message: the first copy of its id goes on, later ones are
         counted duplicates. False when the source position was applied already."""

@@ -19,7 +19,11 @@ there); an input partition the group never committed is read from its start
 (what ``earliest`` did); an input position that is no longer in the log is
 counted, logged and read on from the log's start: records that retention
 removed before anyone read them are a loss that people must see
-(``cdi_input_records_lost_total``), not an INFO line of the client.
+(``cdi_input_records_lost_total``), not an INFO line of the client. An
+input position past the log's end (the topic made again, or truncated) is
+read again from the start, with a :class:`~pipeline.core.events.Rewind` to
+the event stage first, so that the new records are not taken for copies
+already read.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class Handover:
                 if stage is not None and r.owned.pop((stage, tp.partition), None) is not None:
                     r.views.give_up(stage, tp.partition)
             self.waiting.difference_update(tps)
+            sides = {(r.config.topics.side_of(tp.topic), tp.partition) for tp in tps}
+            r.router.forget_rewinds({(side, p) for side, p in sides if side is not None})
             r.joined = False
 
     async def assign(self, tps) -> None:
@@ -188,10 +194,11 @@ class Handover:
                 except KafkaError:
                     pass  # rebalanced meanwhile: the next owner finds the same gap and counts it
             elif offset > end:  # read it all again rather than skip what a new topic holds
-                logger.warning("%s[%d]: offset %d is past the log's end (%d): the topic was truncated, or deleted "
-                               "and created again; reading it from its start %d. Records below the offsets "
-                               "already applied count as read before: if the topic is new, replay its records "
-                               "%d to %d", tp.topic, tp.partition, offset, end, start, start, end - 1)
+                logger.warning("%s[%d]: offset %d is past the log's end (%d): the topic was deleted and created "
+                               "again, or truncated; reading it again from its start %d as new records (copies "
+                               "of messages already applied count as duplicates)", tp.topic, tp.partition, offset,
+                               end, start)
+                r.router.rewind(r.config.topics.side_of(tp.topic), tp.partition, start)
             else:  # in range again (the broker's answer was transient): read on where it was
                 logger.warning("%s[%d]: the broker said offset %d was out of range; it is within %d..%d now: "
                                "reading on from it", tp.topic, tp.partition, offset, start, end)

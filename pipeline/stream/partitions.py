@@ -21,7 +21,7 @@ from typing import Callable
 import msgspec
 
 from ..core.config import CoreConfig
-from ..core.events import Arrival, CrimeEvent, IncidentEvent, Invalid, Link, Notice, Stale
+from ..core.events import Arrival, CrimeEvent, IncidentEvent, Invalid, Link, Notice, Rewind, Stale
 from ..core.stages import CrimeStage, EventStage, IncidentStage
 from ..core.vocabulary import SIDES
 from .codec import decode_batch, decode_crime, decode_incident, encode_crime, encode_incident
@@ -122,6 +122,8 @@ class EventPartition(StagePartition):
         elif t is Invalid:
             if self.stage.reject(op.side, op.partition, op.offset, op.key, op.deadletter):
                 self.deadletters[(op.side, op.reason)] += 1
+        elif t is Rewind:
+            self.stage.rewind(op.side, op.partition, op.offset)
         else:
             raise TypeError(f"the event stage takes no {t.__name__}")
 

@@ -10,7 +10,7 @@ checkpoint.
 
 from __future__ import annotations
 
-from ..core.events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Stale
+from ..core.events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Rewind, Stale
 from ..core.routing import key_of, partition_for
 from .codec import encode_batch
 
@@ -38,6 +38,20 @@ class KafkaRouter:
             self.ops[target] = [op]
         else:
             ops.append(op)
+
+    def rewind(self, side: str, partition: int, offset: int) -> None:
+        """A :class:`~pipeline.core.events.Rewind` to every event-stage partition (each
+        holds positions of every input partition), ahead of any record read after it."""
+        op = Rewind(side, partition, offset)
+        for p in range(self.partitions):
+            self.ops.setdefault(("event", p), []).append(op)
+
+    def forget_rewinds(self, sources: set[tuple[str, int]]) -> None:
+        """Drop the unsent rewinds of these input partitions (``(side, partition)``):
+        they went to another worker, which positions them itself; a rewind sent
+        after its records would make them count again."""
+        for key, ops in self.ops.items():
+            self.ops[key] = [op for op in ops if type(op) is not Rewind or (op.side, op.partition) not in sources]
 
     # -- the Router protocol of the core stages
     def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
