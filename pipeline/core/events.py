@@ -13,7 +13,9 @@ ledgers keep. They are msgspec ``Struct``\\ s, not dicts or positional tuples:
 
 The stage messages (:class:`Arrival`, :class:`Invalid`, :class:`Stale`,
 :class:`Link`, :class:`Notice`) are the arrows of the data-flow picture in the
-README; :mod:`~pipeline.core.stages` says what each one does.
+README; :mod:`~pipeline.core.stages` says what each one does. A
+:class:`Rewind` is rare: an input partition read again from the start of a
+log made again.
 All instants are integer microseconds since the epoch (:mod:`~pipeline.core.times`).
 """
 
