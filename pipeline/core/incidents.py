@@ -214,18 +214,12 @@ class IncidentLedger:
         districts the input brings would grow without bound."""
         if incident_id is not None and ev.incident_id is not incident_id:
             force_setattr(ev, "incident_id", incident_id)
-        if ev.kind == "opened":
-            names = self._names
-            name = names.get(ev.category)
-            if name is not None and name is not ev.category:
-                force_setattr(ev, "category", name)
-            name = names.get(ev.district)
-            if name is not None and name is not ev.district:
-                force_setattr(ev, "district", name)
-        elif ev.category is not None:  # reclassified
-            name = self._names.get(ev.category)
-            if name is not None and name is not ev.category:
-                force_setattr(ev, "category", name)
+        names = self._names
+        category, district = ev.category, ev.district  # None but in opened and reclassified events
+        if category is not None and names.get(category, category) is not category:
+            force_setattr(ev, "category", names[category])
+        if district is not None and names.get(district, district) is not district:
+            force_setattr(ev, "district", names[district])
 
     def link(self, link: Link) -> None:
         """A crime links this incident (or its recording time moved earlier)."""

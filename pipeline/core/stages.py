@@ -46,6 +46,11 @@ class Router(Protocol):
     def deadletter(self, key: bytes | None, record: bytes) -> None: ...
 
 
+def _source(side: str, partition: int) -> str:
+    """An input partition's key in :attr:`EventStage.positions` (and in its checkpoints)."""
+    return f"{side}:{partition}"
+
+
 class EventStage:
     """Event ids and event counts of one partition (contract §2)."""
 
@@ -60,7 +65,7 @@ class EventStage:
         """False for a message at or before a source position already applied here."""
         if offset < 0:  # offline: no positions, no re-reads
             return True
-        pos = f"{side}:{partition}"
+        pos = _source(side, partition)
         if offset < self.positions.get(pos, 0):
             return False
         self.positions[pos] = offset + 1
@@ -68,7 +73,7 @@ class EventStage:
 
     def rewind(self, side: str, partition: int, offset: int) -> None:
         """The source is read again from ``offset`` as new records (:class:`~pipeline.core.events.Rewind`)."""
-        pos = f"{side}:{partition}"
+        pos = _source(side, partition)
         if self.positions.get(pos, 0) > offset:
             self.positions[pos] = offset
 
