@@ -274,4 +274,4 @@ def test_an_event_the_ledger_cannot_hold_is_a_processing_error_and_the_rest_goes
     assert "StateLimit" in result.monitor.processing_errors[0][1]
     assert result.messages == len(events) and not result.monitor.rejections
     assert "AFTER" in result.monitor.incidents.incidents
-    assert len(result.monitor.incidents.incidents["BIG"].events) == MAX_EVENTS_PER_INCIDENT
+    assert len(result.monitor.incidents.events_of("BIG")) == MAX_EVENTS_PER_INCIDENT

@@ -234,6 +234,24 @@ def test_deferred_evaluation_gives_the_eager_statuses_and_audit(data):
     assert statuses(deferred) == statuses(eager)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_deferred_settles_anywhere_give_the_eager_statuses_and_audit(data):
+    """Settles at any points of the input (each packs the quiet incidents; a
+    later input unpacks one) change nothing the deferred mode decides."""
+    messages = data.draw(event_sets())
+    order = data.draw(st.permutations(messages))
+    settle_after = data.draw(st.lists(st.booleans(), min_size=len(order), max_size=len(order)))
+    eager = run(order)
+    deferred = Monitor(deferred=True)
+    for (topic, payload), settle in zip(order, settle_after):
+        deferred.feed(topic, payload, NOW)
+        if settle:
+            deferred.settle()
+    assert deferred.audit() == eager.audit()
+    assert statuses(deferred) == statuses(eager)
+
+
 def test_deferred_evaluation_with_eviction_matches_eager_on_the_sample():
     from pipeline.settings import Settings
 
@@ -268,11 +286,14 @@ def test_kept_events_share_their_incident_id_and_configured_names():
     assert decoded == sent and decoded[1].district is not decoded[3].district  # fresh copies
     for ev in decoded:
         assert ledger.apply(ev)
-    ledger.settle()
-    kept = ledger.incidents["KNT-1"].events
-    assert [ev.event_id for ev in kept] == ["e1", "e2", "e3"] and kept == sorted(sent[:3])
-    assert len({id(ev.incident_id) for ev in kept}) == 1
-    assert kept[0].category is category and kept[2].category is category and kept[0].district is district
-    assert ledger.incidents["KNT-2"].events[0].category is category
-    assert ledger.incidents["KNT-2"].events[0].district == "Nowhere Town"
-    assert "Nowhere Town" not in ledger._names  # noqa: SLF001
+    for settled in (False, True):  # as applied; then packed by the settle (quiet) and unpacked again
+        if settled:
+            ledger.settle()
+            assert type(ledger.incidents["KNT-1"].events) is bytes
+        kept = ledger.events_of("KNT-1")
+        assert [ev.event_id for ev in kept] == ["e1", "e2", "e3"] and kept == sorted(sent[:3])
+        assert len({id(ev.incident_id) for ev in kept}) == 1
+        assert kept[0].category is category and kept[2].category is category and kept[0].district is district
+        assert ledger.events_of("KNT-2")[0].category is category
+        assert ledger.events_of("KNT-2")[0].district == "Nowhere Town"
+        assert "Nowhere Town" not in ledger._names  # noqa: SLF001

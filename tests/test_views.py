@@ -4,7 +4,7 @@ malformed record is counted, never raised."""
 
 from __future__ import annotations
 
-from pipeline.core.incidents import BoardEntry
+from pipeline.core.incident import BoardEntry
 from pipeline.stream.views import ClusterView, ViewPublisher
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .config import Params
-from .incidents import IncidentLedger, IncidentState
+from .incident import IncidentState
+from .incidents import IncidentLedger
 from .rules import Assessment, is_downgrade, required_point, status_at
 from .times import HOUR, format_time
 from .vocabulary import AT_RISK, EXEMPT, LATE, NOT_REQUIRED, ON_TIME, OVERDUE, UNOPENED, label

@@ -2,8 +2,9 @@
 statuses, alerts and counts out (contract §3, §4).
 
 Responsibilities:
-- keep each incident's state (its events in decision order, linked crimes'
-  recording times, alerts already sent), keyed by incident id, so the stream
+- keep each incident's state (:class:`~pipeline.core.incident.IncidentState`:
+  its events in decision order, linked crimes' recording times, alerts
+  already sent), keyed by incident id, so the stream
   layer can hold one ledger per partition and persist the states it touched;
 - keep the watermark (:func:`~pipeline.core.times.watermark`) and a deadline
   index: a heap of the next watermark at which an incident's status changes
@@ -17,6 +18,8 @@ change, because alerts must go out as soon as they are true. *Deferred* (the
 offline audit) records inputs and evaluates the changed incidents only when
 :meth:`IncidentLedger.settle` is called: a status depends only on the events,
 the crimes and the watermark, never on the path taken (property-tested).
+Deferred, it also holds a quiet incident's events packed
+(:mod:`~pipeline.core.packed`) until an input touches it again.
 It never reads a clock, a topic or a file.
 """
 
@@ -24,93 +27,22 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from msgspec.structs import force_setattr
 
 from .config import Params, Vocabulary
 from .events import Alert, IncidentEvent, Link, Notice
+from .incident import NO_CRIMES, BoardEntry, IncidentState, opening_of
+from .packed import pack, unpack
 from .rules import Assessment, alert_kind, assess, is_downgrade, next_change, status_at
 from .tally import Contribution, IncidentTally, Transition
 from .timers import Timers
 from .times import watermark
 from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED, StateLimit
 
-__all__ = ["IncidentLedger", "IncidentState", "IncidentChanges", "BoardEntry"]
+__all__ = ["IncidentLedger", "IncidentChanges"]
 
 _NEVER = -(1 << 63)
-_NO_CRIMES: dict = {}  # shared by every incident no crime links yet; replaced, never written to
-
-
-class BoardEntry(NamedTuple):
-    """An incident a control room must see: open (overdue, at risk, pending) or
-    downgraded while unrecorded. What ``/incidents`` lists."""
-
-    incident_id: str
-    status: str  # overdue | at_risk | pending | downgraded
-    category: str | None
-    district: str | None
-    channel: str | None
-    flags: tuple[str, ...]
-    required_since: int
-    deadline: int
-    reason: str | None  # the exemption reason of a downgrade
-
-
-@dataclass(slots=True)
-class IncidentState:
-    """What the ledger remembers of one incident id.
-
-    Persisted: ``events`` (sorted, decision order), ``flags`` (sorted,
-    unique), ``crimes`` (crime id -> recording time or None) and ``alerts``
-    (kinds sent). The rest is derived and rebuilt on load: ``opening`` is the
-    first ``opened`` event (by time, then event id), one of ``events``.
-
-    A worker holds one of these per open incident (hundreds of thousands), so
-    what most incidents never fill stays shared until it is: ``flags`` and
-    ``alerts`` are tuples (usually the empty one), ``crimes`` the shared empty
-    dict until a crime links the incident.
-    """
-
-    events: list = field(default_factory=list)
-    opening: IncidentEvent | None = None
-    flags: tuple = ()
-    crimes: dict = field(default_factory=lambda: _NO_CRIMES)
-    alerts: tuple = ()
-    # derived
-    key: Contribution | None = None
-    day: tuple | None = None        # tally.DayKey
-    delay: int | None = None        # tally delay bucket
-    required_since: int | None = None  # eager mode: the board's and the alerts' §3 point (deadline = it + 24 h)
-    timer: int | None = None
-    evicts: bool = False  # the timer is the eviction: no status change by time comes before it
-    last: int = 0  # latest event or recording time, for eviction
-
-    def persisted(self) -> tuple:
-        return (self.events, self.flags, self.crimes, self.alerts)
-
-    @classmethod
-    def restore(cls, t: tuple) -> "IncidentState":
-        events, flags, crimes, alerts = t
-        opened = [ev for ev in events if ev.kind == "opened"]
-        st = cls(list(events), min(opened) if opened else None, tuple(flags), dict(crimes) if crimes else _NO_CRIMES,
-                 tuple(alerts))
-        st.last = st.last_activity()
-        return st
-
-    def has_event(self, event_id: str) -> bool:
-        for ev in self.events:
-            if ev.event_id == event_id:
-                return True
-        return False
-
-    def last_activity(self) -> int:
-        last = max((ev.at for ev in self.events), default=0)
-        return max([last] + [t for t in self.crimes.values() if t is not None])
-
-    @property
-    def status(self) -> str | None:
-        return None if self.key is None else self.key.status
 
 
 @dataclass(slots=True)
@@ -163,11 +95,11 @@ class IncidentLedger:
         has its ``event_id`` (nothing changes then)."""
         incident_id = ev.incident_id
         st = self.incidents.get(incident_id)
-        if st is not None and st.last <= self._retained_after and self.deferred:
-            st = self._live(incident_id, st)
+        if st is not None and self.deferred:
+            st = self._held(incident_id, st)
         if st is None:  # one slot: most incidents are evicted with the one event they have
             self._share(ev, None)
-            st = self.incidents[incident_id] = IncidentState([ev], None, (), _NO_CRIMES)
+            st = self.incidents[incident_id] = IncidentState([ev], None, (), NO_CRIMES)
             was_seen = False
         else:
             events = st.events
@@ -225,15 +157,15 @@ class IncidentLedger:
         """A crime links this incident (or its recording time moved earlier)."""
         incident_id, crime_id, recorded_at = link.incident_id, link.crime_id, link.recorded_at
         st = self.incidents.get(incident_id)
-        if st is not None and st.last <= self._retained_after and self.deferred:
-            st = self._live(incident_id, st)
+        if st is not None and self.deferred:
+            st = self._held(incident_id, st)
         if st is None:
             st = self.incidents[incident_id] = IncidentState()
         known = crime_id in st.crimes
         old = st.crimes.get(crime_id)
         if known and (recorded_at is None or (old is not None and old <= recorded_at)):
             return
-        if st.crimes is _NO_CRIMES:
+        if st.crimes is NO_CRIMES:
             st.crimes = {}
         st.crimes[crime_id] = recorded_at
         if recorded_at is not None and recorded_at > st.last:
@@ -263,15 +195,31 @@ class IncidentLedger:
         self._due()
 
     # --------------------------------------------------------------- internals
-    def _live(self, incident_id: str, st: IncidentState) -> IncidentState | None:
-        """Deferred mode: the incident's state unless its retention has passed
+    def _held(self, incident_id: str, st: IncidentState) -> IncidentState | None:
+        """Deferred mode: the incident's state for an input, its events unpacked
+        (:mod:`~pipeline.core.packed`), or None when its retention has passed
         (it evicts lazily: it checks here what eager mode's timers did already)."""
-        w = self.watermark
-        if w is not None and st.last + self.params.state_retention <= w:
+        if st.last <= self._retained_after:
             self._dirty.pop(incident_id, None)
             self._evaluate(incident_id, st)
-            return self.incidents.get(incident_id)
+            st = self.incidents.get(incident_id)
+        if st is not None and type(st.events) is bytes:
+            self._unpack(st)
         return st
+
+    def _unpack(self, st: IncidentState) -> None:
+        st.events = events = unpack(st.events)
+        share, first = self._share, events[0].incident_id
+        for ev in events:
+            share(ev, first)
+        st.opening = opening_of(events)
+
+    def events_of(self, incident_id: str) -> list[IncidentEvent]:
+        """The incident's events in decision order (none when it is not held)."""
+        st = self.incidents.get(incident_id)
+        if st is not None and type(st.events) is bytes:
+            self._unpack(st)
+        return [] if st is None else st.events
 
     def _due(self) -> None:
         w = self.watermark
@@ -289,6 +237,8 @@ class IncidentLedger:
 
     def assess(self, st: IncidentState) -> Assessment | None:
         """§3 applied to a seen incident (None when its ``opened`` has not arrived)."""
+        if type(st.events) is bytes:
+            self._unpack(st)
         if st.opening is None:
             return None
         return assess(st.events, st.crimes.values(), self.params, self.crime_categories)
@@ -320,6 +270,8 @@ class IncidentLedger:
                     self._alert(incident_id, st, a, status, kind)
         due = next_change(a, status, p) if a is not None else None
         st.evicts = evicts = due is None or due > evict_at
+        if evicts and self.deferred and st.events:  # quiet until its eviction: see packed
+            st.events, st.opening = pack(st.events), None
         timer = evict_at if evicts else due
         if timer != st.timer:
             st.timer = timer

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from sortedcontainers import SortedList
 
-from ..core.incidents import BoardEntry
+from ..core.incident import BoardEntry
 from ..core.vocabulary import harm_rank
 
 __all__ = ["BoardIndex", "BOARD_STATUSES", "SORTS"]

@@ -17,7 +17,7 @@ import msgspec
 
 from ..core.crimes import CrimeState
 from ..core.events import Alert, IncidentEvent, Op
-from ..core.incidents import IncidentState
+from ..core.incident import IncidentState
 from ..core.times import format_time
 from ..core.vocabulary import ALERT_SCHEMA
 

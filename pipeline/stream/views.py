@@ -34,7 +34,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..core.audit import AuditParts
-from ..core.incidents import BoardEntry, IncidentLedger
+from ..core.incident import BoardEntry
+from ..core.incidents import IncidentLedger
 from ..kafka.client import reveal
 from .board import BoardIndex
 from .codec import encode_json

@@ -1,0 +1,96 @@
+"""One incident as the incident ledger holds it (:class:`IncidentState`), and
+as a control room sees it (:class:`BoardEntry`). The rules that decide its
+status are in :mod:`~pipeline.core.rules`; the ledger that keeps many is
+:mod:`~pipeline.core.incidents`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .events import IncidentEvent
+from .tally import Contribution
+
+__all__ = ["IncidentState", "BoardEntry", "opening_of", "NO_CRIMES"]
+
+NO_CRIMES: dict = {}  # shared by every incident no crime links yet; replaced, never written to
+
+
+def opening_of(events: list[IncidentEvent]) -> IncidentEvent | None:
+    """An incident's opening: its first ``opened`` event, by time then event id (§3)."""
+    opened = [ev for ev in events if ev.kind == "opened"]
+    return min(opened) if opened else None
+
+
+class BoardEntry(NamedTuple):
+    """An incident a control room must see: open (overdue, at risk, pending) or
+    downgraded while unrecorded. What ``/incidents`` lists."""
+
+    incident_id: str
+    status: str  # overdue | at_risk | pending | downgraded
+    category: str | None
+    district: str | None
+    channel: str | None
+    flags: tuple[str, ...]
+    required_since: int
+    deadline: int
+    reason: str | None  # the exemption reason of a downgrade
+
+
+@dataclass(slots=True)
+class IncidentState:
+    """What the ledger remembers of one incident id.
+
+    Persisted: ``events`` (sorted, decision order), ``flags`` (sorted,
+    unique), ``crimes`` (crime id -> recording time or None) and ``alerts``
+    (kinds sent). The rest is derived and rebuilt on load: ``opening`` is the
+    first ``opened`` event (by time, then event id), one of ``events``.
+
+    A worker holds one of these per open incident (hundreds of thousands), so
+    what most incidents never fill stays shared until it is: ``flags`` and
+    ``alerts`` are tuples (usually the empty one), ``crimes`` the shared empty
+    dict until a crime links the incident.
+
+    The offline audit's deferred ledger holds a quiet incident's ``events``
+    packed, as ``bytes``, with ``opening`` None, until it unpacks them
+    (:mod:`~pipeline.core.packed`); workers never see that form.
+    """
+
+    events: list | bytes = field(default_factory=list)
+    opening: IncidentEvent | None = None
+    flags: tuple = ()
+    crimes: dict = field(default_factory=lambda: NO_CRIMES)
+    alerts: tuple = ()
+    # derived
+    key: Contribution | None = None
+    day: tuple | None = None        # tally.DayKey
+    delay: int | None = None        # tally delay bucket
+    required_since: int | None = None  # eager mode: the board's and the alerts' §3 point (deadline = it + 24 h)
+    timer: int | None = None
+    evicts: bool = False  # the timer is the eviction: no status change by time comes before it
+    last: int = 0  # latest event or recording time, for eviction
+
+    def persisted(self) -> tuple:
+        return (self.events, self.flags, self.crimes, self.alerts)
+
+    @classmethod
+    def restore(cls, t: tuple) -> "IncidentState":
+        events, flags, crimes, alerts = t
+        st = cls(list(events), opening_of(events), tuple(flags), dict(crimes) if crimes else NO_CRIMES, tuple(alerts))
+        st.last = st.last_activity()
+        return st
+
+    def has_event(self, event_id: str) -> bool:
+        for ev in self.events:
+            if ev.event_id == event_id:
+                return True
+        return False
+
+    def last_activity(self) -> int:
+        last = max((ev.at for ev in self.events), default=0)
+        return max([last] + [t for t in self.crimes.values() if t is not None])
+
+    @property
+    def status(self) -> str | None:
+        return None if self.key is None else self.key.status
