@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.config import Params
-from pipeline.core.eventids import DUPLICATE, FIRST, STALE, EventIds
+from pipeline.core.eventids import DUPLICATE, FIRST, STALE, EventIds, event_id_of, id_key
 from pipeline.core.times import HOUR, MINUTE
 from pipeline.core.vocabulary import CRIMES, INCIDENTS
 
@@ -72,4 +72,17 @@ def test_claims_follow_the_retention_rule_whatever_the_order(steps):
         want[side]["duplicate" if expected == DUPLICATE else "valid"] += 1
     for side in (INCIDENTS, CRIMES):
         assert {k: ids.counts[side][k] for k in ("valid", "duplicate")} == want[side]
-        assert {i for (s, i) in model.seen if s == side} == set(ids.seen[side])
+        assert {i for (s, i) in model.seen if s == side} == ids.held(side)
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_id_keys_are_one_to_one(a, b):
+    """Ids are held as ints: any text, NULs and lone surrogates included, has
+    its own key and comes back from it."""
+    assert event_id_of(id_key(a)) == a
+    assert (id_key(a) == id_key(b)) == (a == b)
+
+
+def test_id_keys_keep_the_length():
+    assert len({id_key(i) for i in ("", "a", "a\0", "\0a", "\0", "\0\0", "\ud800", "\x01")}) == 8
