@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 
 import orjson
 from hypothesis import HealthCheck, given, settings

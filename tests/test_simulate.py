@@ -16,7 +16,7 @@ from pipeline.capture import read_capture
 from pipeline.core.events import Rejection
 from pipeline.core.times import parse_time
 from pipeline.core.validation import Validator
-from pipeline.core.vocabulary import CRIME_CATEGORIES, CRIME_SCHEMA, INCIDENT_SCHEMA, NON_CRIME_CATEGORIES
+from pipeline.core.vocabulary import CRIME_CATEGORIES, CRIME_SCHEMA, INCIDENT_SCHEMA
 from pipeline.simulation import SimMessage, Simulator, default_start, generate
 
 HOURS, SEED = 96.0, 7

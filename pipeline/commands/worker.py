@@ -14,7 +14,7 @@ import logging
 import sys
 
 from ..kafka.admin import BrokerUnreachable, TopicError, ensure_topics
-from ..kafka.client import KafkaSetupError, describe
+from ..kafka.client import KafkaSetupError
 from ..kafka.local import port_in_use
 from ..kafka.topics import TopicPlan
 from .errors import ConfigError, RunFailed

@@ -54,7 +54,6 @@ def event_id_of(key: int) -> str:
     return key.to_bytes((key.bit_length() + 7) // 8, "little")[:-1].decode("utf-8", "surrogatepass")
 
 
-
 class Counts(Counter):
     """valid / duplicate / invalid message counts of one feed."""
 

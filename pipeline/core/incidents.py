@@ -35,7 +35,7 @@ from .events import Alert, IncidentEvent, Link, Notice
 from .incident import NO_CRIMES, BoardEntry, IncidentState, opening_of
 from .packed import pack, unpack
 from .rules import Assessment, alert_kind, assess, is_downgrade, next_change, status_at
-from .tally import Contribution, IncidentTally, Transition
+from .tally import IncidentTally
 from .timers import Timers
 from .times import watermark
 from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED, StateLimit
