@@ -86,3 +86,19 @@ def test_id_keys_are_one_to_one(a, b):
 
 def test_id_keys_keep_the_length():
     assert len({id_key(i) for i in ("", "a", "a\0", "\0a", "\0", "\0\0", "\ud800", "\x01")}) == 8
+
+
+def test_a_restored_partition_drops_the_ids_expired_by_its_watermark():
+    """Ids persisted before they expired are not held again when the meta's
+    watermark has passed their bucket (a checkpoint restored later)."""
+    ids = EventIds(PARAMS)  # id retention 3 h: "old" (at 6 h) expires with the bucket ending at 10 h
+    assert ids.claim(INCIDENTS, "old", 6 * HOUR) == FIRST
+    assert ids.claim(INCIDENTS, "kept", 10 * HOUR) == FIRST
+    added, _ = ids.drain()
+    assert ids.held(INCIDENTS) == {"old", "kept"}  # W = 9:50, before the end of old's bucket
+    same = EventIds(PARAMS)
+    same.load(added, ids.meta())
+    assert same.held(INCIDENTS) == {"old", "kept"}
+    later = EventIds(PARAMS)
+    later.load(added, {**ids.meta(), "max_time": 10 * HOUR + 20 * MINUTE})  # W = 10:10
+    assert later.held(INCIDENTS) == {"kept"}

@@ -16,7 +16,7 @@ ledger that owns the event decides (:class:`~pipeline.core.events.Stale`).
 Ids are held as ints (:func:`id_key`): a 20-character id takes 48 bytes, not
 the 80 of its str, and the offline audit's reader holds every id of a
 capture shorter than the retention (300,000 of them on the bench capture:
-9 MiB less).
+its peak RSS 57 -> 49 MiB).
 
 Pure: no clock, no Kafka.
 """
@@ -187,8 +187,10 @@ class EventIds:
         w = self.watermark
         for side, event_id, at in ids:
             bucket = (at + self.retention) // _BUCKET
+            if w is not None and (bucket + 1) * _BUCKET <= w:
+                continue
             key = id_key(event_id)
-            if (w is not None and (bucket + 1) * _BUCKET <= w) or key in self.seen[side]:
+            if key in self.seen[side]:
                 continue
             self.seen[side].add(key)
             bucket_keys = self._buckets[side].get(bucket)
