@@ -4,7 +4,8 @@
   Prometheus, pydantic, HTTP or faust library, no clock and no file access;
 - the offline commands never import the stream layer;
 - no module is over 400 lines;
-- no module imports a name it does not use, or uses one it never defined (pyflakes).
+- no module imports a name it does not use, or uses one it never defined (pyflakes);
+- the core and the offline reader type-check (mypy).
 """
 
 from __future__ import annotations
@@ -78,4 +79,14 @@ def test_no_unused_imports_or_undefined_names():
     behind by a move is a wrong signpost for the next reader."""
     done = subprocess.run([sys.executable, "-m", "pyflakes", str(PACKAGE), str(ROOT / "tests"), str(ROOT / "bench")],
                           capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_core_and_the_offline_reader_type_check():
+    """mypy over the decision rules and the capture reader: what their
+    annotations say (an int, never None, past this check) is what the code
+    does, so a reader may trust them."""
+    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", "/dev/null", "--ignore-missing-imports",
+                           "--no-error-summary", str(CORE), str(PACKAGE / "capture")],
+                          capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -35,6 +35,7 @@ from typing import IO, Callable, Iterable, Iterator, Union
 import msgspec
 
 from ..core.vocabulary import CRIME_SCHEMA, INCIDENT_SCHEMA, MAX_MESSAGE_BYTES
+from .lines import CaptureError, CaptureMessage, Envelope, Line
 
 __all__ = ["CaptureMessage", "ErrorHandler", "read_capture", "read_payloads", "count_lines", "CaptureError",
            "max_line_bytes"]
@@ -44,16 +45,13 @@ PathLike = Union[str, "os.PathLike[str]"]
 ErrorHandler = Callable[[str, int, str], None]
 
 
-class CaptureError(OSError):
-    """A capture file cannot be read at all (missing, a directory, unreadable)."""
-
-
-def check_capture_files(paths: Iterable[str]) -> list[str]:
-    """The capture files a command was given, each checked before any work
-    starts: one clear :class:`CaptureError` for a missing, unreadable or
+def check_capture_files(paths: PathLike | Iterable[PathLike]) -> list[str]:
+    """The capture files a command was given, as text, each checked before any
+    work starts: one clear :class:`CaptureError` for a missing, unreadable or
     directory path (``-`` is standard input)."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    for path in paths:
+    given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    texts = [os.fspath(path) for path in given]
+    for path in texts:
         if path == "-":
             continue
         if os.path.isdir(path):
@@ -62,58 +60,11 @@ def check_capture_files(paths: Iterable[str]) -> list[str]:
             raise CaptureError(f"no such file: {path} (a capture file was expected)")
         if not os.access(path, os.R_OK):
             raise CaptureError(f"cannot read {path}: permission denied")
-    return paths
+    return texts
 
 
-class CaptureMessage(msgspec.Struct, gc=False):
-    """One message read from a capture file.
-
-    ``payload`` is the exact value bytes (for a bare event: the line without
-    its terminator). ``partition``/``offset``/``ts_ms`` are what the envelope
-    recorded, for information: nothing may depend on the original partitioning.
-    """
-
-    topic: str
-    key: bytes | None
-    payload: bytes
-    partition: int | None
-    offset: int | None
-    ts_ms: int | None
-    line_no: int
-    source: str
-
-
-class _Line(msgspec.Struct, gc=False):
-    """The fields of a capture line that matter; kcat's others are ignored."""
-
-    topic: object = None
-    key: object = None
-    payload: object = msgspec.UNSET
-    partition: object = None
-    offset: object = None
-    ts: object = None
-    payload_encoding: object = None
-    key_encoding: object = None
-    schema: object = msgspec.UNSET
-    incident_id: object = None
-    crime_id: object = None
-
-
-class _Envelope(msgspec.Struct, gc=False):
-    """The usual line, typed: msgspec checks it in C (anything else takes the :class:`_Line` path)."""
-
-    topic: str
-    payload: str
-    key: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-    ts: int | None = None
-    payload_encoding: None = None
-    key_encoding: None = None
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
-_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+_decode_line = msgspec.json.Decoder(Line).decode
+_decode_envelope = msgspec.json.Decoder(Envelope).decode
 _ROUTE = {INCIDENT_SCHEMA: "incident_id", CRIME_SCHEMA: "crime_id"}
 
 
@@ -137,7 +88,7 @@ def _opt_int(value: object) -> int | None:
     return value if type(value) is int else None
 
 
-def _slow_line(raw: bytes) -> _Line:
+def _slow_line(raw: bytes) -> Line:
     """A line msgspec refused: raw non-UTF-8 bytes inside strings (kcat -J).
 
     Python's json reads the line decoded with ``surrogateescape``, so every
@@ -147,10 +98,10 @@ def _slow_line(raw: bytes) -> _Line:
     obj = json.loads(raw.decode("utf-8", "surrogateescape"))
     if type(obj) is not dict:
         raise ValueError(f"not a JSON object (a {type(obj).__name__})")
-    return msgspec.convert({k: v for k, v in obj.items() if k in _Line.__struct_fields__}, _Line)
+    return msgspec.convert({k: v for k, v in obj.items() if k in Line.__struct_fields__}, Line)
 
 
-def _message(line: _Line, raw: bytes, line_no: int, source: str, routes: dict) -> CaptureMessage:
+def _message(line: Line, raw: bytes, line_no: int, source: str, routes: dict) -> CaptureMessage:
     """The message a decoded line carries; ValueError with the reason when it carries none."""
     if line.schema is not msgspec.UNSET and line.topic is None:
         schema = line.schema
@@ -167,9 +118,9 @@ def _message(line: _Line, raw: bytes, line_no: int, source: str, routes: dict) -
         raise ValueError("envelope without a 'topic' string (and no 'schema': not a bare event either)")
     if line.payload is msgspec.UNSET:
         raise ValueError("envelope without 'payload'")
-    payload = _field_bytes("payload", line.payload, line.payload_encoding)
+    body = _field_bytes("payload", line.payload, line.payload_encoding)
     key = _field_bytes("key", line.key, line.key_encoding)
-    return CaptureMessage(topic, key, payload if payload is not None else b"", _opt_int(line.partition),
+    return CaptureMessage(topic, key, body if body is not None else b"", _opt_int(line.partition),
                           _opt_int(line.offset), _opt_int(line.ts), line_no, source)
 
 

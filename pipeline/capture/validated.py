@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import queue
 import threading
-from typing import Iterator, Union
+from typing import Iterator, cast
 
 import msgspec
 
@@ -41,6 +41,7 @@ from ..core.events import CrimeEvent, IncidentEvent, Rejection, Stale
 from ..core.stages import EventStage
 from ..core.validation import Validator
 from ..core.vocabulary import CRIMES, INCIDENTS
+from .claims import Claim, Claimed, Failed, Invalid, Skipped, decode_claims
 from .reading import CaptureError, max_line_bytes, read_payloads
 
 __all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_batches"]
@@ -48,37 +49,6 @@ __all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_batches"]
 _BATCH = 4096
 _FIRST = 256  # the first frame's messages (then twice as many a frame, up to _BATCH): the ledgers start sooner
 _QUEUED = 16  # frames received and not yet applied: ~10 MB at most
-
-
-class Invalid(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="v"):
-    """A message its validation rejected."""
-
-    side: str
-    reason: str
-
-
-class Skipped(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="k"):
-    """A capture line that carries no message."""
-
-    source: str
-    line_no: int
-    reason: str
-
-
-class Claimed(msgspec.Struct, array_like=True, frozen=True, tag="m"):
-    """The reader's event stage at the end: its :meth:`~pipeline.core.stages.EventStage.meta`."""
-
-    meta: dict
-
-
-class _Failed(msgspec.Struct, array_like=True, frozen=True, tag="f"):
-    """The reader could not read a file (the parent raises it as a :class:`CaptureError`)."""
-
-    message: str
-
-
-Claim = Union[IncidentEvent, CrimeEvent, Stale, Invalid, Skipped, Claimed]
-_decoder = msgspec.msgpack.Decoder(list[Union[IncidentEvent, CrimeEvent, Stale, Invalid, Skipped, Claimed, _Failed]])
 
 
 class _Forward:
@@ -90,7 +60,11 @@ class _Forward:
     def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
         self.out.append(Stale(ev) if stale else ev)
 
-    crime_event = incident_event
+    def crime_event(self, ev: CrimeEvent, stale: bool) -> None:
+        self.out.append(Stale(ev) if stale else ev)
+
+    def deadletter(self, key: bytes | None, record: bytes) -> None:
+        """Never called: the reader rejects without a dead letter (it counts)."""
 
 
 def _items(paths: list[str], config: CoreConfig, now: int) -> Iterator[list]:
@@ -110,7 +84,7 @@ def _items(paths: list[str], config: CoreConfig, now: int) -> Iterator[list]:
         results = {side: iter(validate_many(side, raws, now)) for side, raws in pending.items() if raws}
         for side in order:
             r = next(results[side])
-            if type(r) is Rejection:
+            if isinstance(r, Rejection):
                 reject(side)
                 out.append(Invalid(side, r.reason))
             else:
@@ -145,9 +119,9 @@ def _child(conn, paths: list[str], config: CoreConfig, now: int) -> None:  # pra
         for batch in _items(paths, config, now):
             conn.send_bytes(encode(batch))
     except CaptureError as exc:
-        conn.send_bytes(encode([_Failed(str(exc))]))
+        conn.send_bytes(encode([Failed(str(exc))]))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent, never lost
-        conn.send_bytes(encode([_Failed(f"unexpected failure reading the capture: {type(exc).__name__}: {exc}")]))
+        conn.send_bytes(encode([Failed(f"unexpected failure reading the capture: {type(exc).__name__}: {exc}")]))
     conn.send_bytes(b"")
     conn.close()
 
@@ -196,7 +170,7 @@ def claimed_batches(paths: list[str], config: CoreConfig, now: int, jobs: int = 
     stop = threading.Event()
     receiver = threading.Thread(target=_receive, args=(parent, frames, stop), name="capture-frames", daemon=True)
     receiver.start()
-    decode = _decoder.decode
+    decode = decode_claims
     try:
         while True:
             frame = frames.get()
@@ -205,9 +179,10 @@ def claimed_batches(paths: list[str], config: CoreConfig, now: int, jobs: int = 
             if not frame:
                 break
             batch = decode(frame)
-            if batch and type(batch[-1]) is _Failed:  # a failure is a frame of its own
-                raise CaptureError(batch[-1].message)
-            yield batch
+            last = batch[-1] if batch else None
+            if isinstance(last, Failed):  # a failure is a frame of its own
+                raise CaptureError(last.message)
+            yield cast("list[Claim]", batch)
     finally:
         stop.set()
         if receiver.is_alive():  # stopped early: the reader's output is not wanted any more

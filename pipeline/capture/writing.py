@@ -24,7 +24,7 @@ CaptureRecord = tuple
 
 
 def _text(env: dict[str, Any], name: str, value: bytes | str | None) -> None:
-    if value is None or type(value) is str:
+    if value is None or isinstance(value, str):
         env[name] = value
         return
     try:

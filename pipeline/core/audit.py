@@ -42,7 +42,7 @@ def status_fields(status: str, reason: str | None = None) -> tuple[str, ...]:
     ``required = recorded_on_time + recorded_late + overdue + pending + exempt``;
     an at-risk incident is also pending; a downgrade is also exempt.
     """
-    fields = ("required", _FIELD[status])
+    fields: tuple[str, ...] = ("required", _FIELD[status])
     if status == AT_RISK:
         fields += ("at_risk",)
     elif status == EXEMPT and is_downgrade(reason):

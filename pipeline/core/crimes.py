@@ -133,14 +133,17 @@ class CrimeLedger:
         if event_time is None or (self.max_time is not None and event_time <= self.max_time):
             return
         self.max_time = event_time
-        for due, crime_id in self._timers.due(self.watermark):
+        w = self.watermark
+        if w is None:
+            return
+        for due, crime_id in self._timers.due(w):
             st = self.crimes.get(crime_id)
             if st is not None and st.timer == due:
                 self._evaluate(crime_id, st)
 
     def _evaluate(self, crime_id: str, st: CrimeState) -> None:
         recorded = st.recorded_at is not None
-        key = CrimeKey(recorded, recorded and not st.seen, st.cancelled, st.cancelled_without_reason)
+        key: CrimeKey | None = CrimeKey(recorded, recorded and not st.seen, st.cancelled, st.cancelled_without_reason)
         if key == _NOT_COUNTED:
             key = None  # links or notices alone: not a crime we count yet
         if key != st.key:

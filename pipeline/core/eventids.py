@@ -143,6 +143,8 @@ class EventIds:
         """Forget the ids of every bucket the watermark has passed (a bucket
         expires at its end: the last instant whose ids it holds)."""
         w = self.watermark
+        if w is None:
+            return
         heap = self._bucket_heap
         while heap and (heap[0] + 1) * _BUCKET <= w:
             bucket = heapq.heappop(heap)

@@ -30,24 +30,26 @@ class Step(NamedTuple):
 
 def explain(st: IncidentState, a: Assessment | None, params: Params, crime_categories: frozenset[str]) -> list[Step]:
     """Each event in decision order with the change it made (§3)."""
-    point = required_point(st.events, crime_categories) if a is not None else None
+    events = st.events
+    assert not isinstance(events, bytes)  # the ledger's assess unpacked them
+    point = required_point(events, crime_categories) if a is not None else None
     deadline = a.deadline if a is not None and a.required else None
     steps, category = [], None
-    for i, ev in enumerate(st.events):
-        after = deadline is not None and point is not None and i > point.index and ev.at > deadline
+    for i, ev in enumerate(events):
+        after = deadline is not None and point is not None and i > point.position and ev.at > deadline
         if ev.kind in ("opened", "reclassified"):
             category = ev.category
             crime = category in crime_categories
             what = (f"opened as {label(category)}" if ev.kind == "opened" else f"reclassified to {label(category)}")
             what += " (crime-related)" if crime else " (not crime-related)"
-            if point is not None and i == point.index:
+            if point is not None and i == point.position:
                 since = "the report" if ev.kind == "opened" else "this reclassification"
                 what += f"; a crime record is required from {since} at {format_time(point.since)}"
             elif after:
                 what += "; after the deadline, so it does not change the outcome"
         else:
             what = f"closed: {label(ev.disposition)}"
-            if point is None or i < point.index:
+            if point is None or i < point.position:
                 what += "; before a record was required, so it exempts nothing"
             elif after:
                 what += "; after the deadline, so it exempts nothing"
@@ -60,6 +62,7 @@ def _rule(status: str, a: Assessment | None, w: int | None, params: Params) -> s
         return "its 'opened' event has not arrived: the incident is not seen yet"
     if status == NOT_REQUIRED:
         return "never crime-related: no crime record is required"
+    assert a is not None and a.deadline is not None  # any other status is of a required incident
     d = format_time(a.deadline)
     since = format_time(a.required_since)
     if status in (ON_TIME, LATE):
@@ -87,19 +90,19 @@ def detail(ledger: IncidentLedger, incident_id: str) -> dict | None:
     status = UNOPENED if a is None else status_at(a, w, ledger.params)
     steps = explain(st, a, ledger.params, ledger.crime_categories)
     opening = st.opening
-    required = a is not None and a.required
+    req = a if a is not None and a.required else None  # the assessment of a required incident
     return {
         "incident_id": incident_id,
         "status": status,
         "rule": _rule(status, a, w, ledger.params),
-        "required_since": format_time(a.required_since) if required else None,
-        "deadline": format_time(a.deadline) if required else None,
-        "category": a.category if required else None,
+        "required_since": format_time(req.required_since) if req else None,
+        "deadline": format_time(req.deadline) if req else None,
+        "category": req.category if req else None,
         "district": opening.district if opening else None,
         "channel": opening.channel if opening else None,
         "flags": list(st.flags),
-        "exemption_reason": a.exempt_reason if required and status == EXEMPT else None,
-        "downgrade": bool(required and status == EXEMPT and is_downgrade(a.exempt_reason)),
+        "exemption_reason": req.exempt_reason if req and status == EXEMPT else None,
+        "downgrade": bool(req and status == EXEMPT and is_downgrade(req.exempt_reason)),
         "watermark": format_time(w),
         "crimes": [{"crime_id": c, "recorded_at": format_time(t)} for c, t in sorted(st.crimes.items())],
         "alerts": list(st.alerts),

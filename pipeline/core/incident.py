@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .events import IncidentEvent
-from .tally import Contribution
+from .tally import Contribution, DayKey
 
 __all__ = ["IncidentState", "BoardEntry", "opening_of", "NO_CRIMES"]
 
-NO_CRIMES: dict = {}  # shared by every incident no crime links yet; replaced, never written to
+NO_CRIMES: dict[str, int | None] = {}  # shared by every incident no crime links yet; replaced, never written to
 
 
 def opening_of(events: list[IncidentEvent]) -> IncidentEvent | None:
@@ -57,14 +57,14 @@ class IncidentState:
     (:mod:`~pipeline.core.packed`); workers never see that form.
     """
 
-    events: list | bytes = field(default_factory=list)
+    events: list[IncidentEvent] | bytes = field(default_factory=list)
     opening: IncidentEvent | None = None
-    flags: tuple = ()
-    crimes: dict = field(default_factory=lambda: NO_CRIMES)
-    alerts: tuple = ()
+    flags: tuple[str, ...] = ()
+    crimes: dict[str, int | None] = field(default_factory=lambda: NO_CRIMES)
+    alerts: tuple[str, ...] = ()
     # derived
     key: Contribution | None = None
-    day: tuple | None = None        # tally.DayKey
+    day: DayKey | None = None
     delay: int | None = None        # tally delay bucket
     required_since: int | None = None  # eager mode: the board's and the alerts' §3 point (deadline = it + 24 h)
     timer: int | None = None
@@ -82,13 +82,17 @@ class IncidentState:
         return st
 
     def has_event(self, event_id: str) -> bool:
-        for ev in self.events:
+        events = self.events
+        assert not isinstance(events, bytes)  # the ledger unpacks before it applies
+        for ev in events:
             if ev.event_id == event_id:
                 return True
         return False
 
     def last_activity(self) -> int:
-        last = max((ev.at for ev in self.events), default=0)
+        events = self.events
+        assert not isinstance(events, bytes)  # restored states are never packed
+        last = max((ev.at for ev in events), default=0)
         return max([last] + [t for t in self.crimes.values() if t is not None])
 
     @property

@@ -103,6 +103,7 @@ class IncidentLedger:
             was_seen = False
         else:
             events = st.events
+            assert not isinstance(events, bytes)  # _held unpacked them
             if st.has_event(ev.event_id):
                 return False
             self._share(ev, events[0].incident_id if events else None)
@@ -202,13 +203,16 @@ class IncidentLedger:
         if st.last <= self._retained_after:
             self._dirty.pop(incident_id, None)
             self._evaluate(incident_id, st)
-            st = self.incidents.get(incident_id)
-        if st is not None and type(st.events) is bytes:
+            if incident_id not in self.incidents:
+                return None
+        if type(st.events) is bytes:
             self._unpack(st)
         return st
 
     def _unpack(self, st: IncidentState) -> None:
-        st.events = events = unpack(st.events)
+        packed = st.events
+        assert isinstance(packed, bytes)
+        st.events = events = unpack(packed)
         share, first = self._share, events[0].incident_id
         for ev in events:
             share(ev, first)
@@ -217,9 +221,13 @@ class IncidentLedger:
     def events_of(self, incident_id: str) -> list[IncidentEvent]:
         """The incident's events in decision order (none when it is not held)."""
         st = self.incidents.get(incident_id)
-        if st is not None and type(st.events) is bytes:
+        if st is None:
+            return []
+        if type(st.events) is bytes:
             self._unpack(st)
-        return [] if st is None else st.events
+        events = st.events
+        assert not isinstance(events, bytes)
+        return events
 
     def _due(self) -> None:
         w = self.watermark
@@ -239,9 +247,11 @@ class IncidentLedger:
         """§3 applied to a seen incident (None when its ``opened`` has not arrived)."""
         if type(st.events) is bytes:
             self._unpack(st)
+        events = st.events
         if st.opening is None:
             return None
-        return assess(st.events, st.crimes.values(), self.params, self.crime_categories)
+        assert not isinstance(events, bytes)  # unpacked above
+        return assess(events, st.crimes.values(), self.params, self.crime_categories)
 
     def _evaluate(self, incident_id: str, st: IncidentState) -> None:
         """Recompute one incident: tally, alerts, timer, eviction."""
@@ -250,10 +260,12 @@ class IncidentLedger:
         a = self.assess(st)
         if not self.deferred:  # the board reads it; the offline audit has no board
             st.required_since = None if a is None else a.required_since
+        status: str | None  # None: nothing of the incident is seen (a link alone)
+        seen: str | None = None  # the status of a seen incident (a is not None)
         if a is None:
             status = UNOPENED if st.events else None
         else:
-            status = status_at(a, w, p)
+            status = seen = status_at(a, w, p)
         evict_at = st.last + p.state_retention
         if a is not None and a.deadline is not None:
             evict_at = max(evict_at, a.deadline + p.state_retention)
@@ -264,15 +276,16 @@ class IncidentLedger:
             return
         if not self.deferred:
             self.changes.touched.add(incident_id)
-            if a is not None:
-                kind = alert_kind(status, a.exempt_reason, st.alerts)
+            if a is not None and seen is not None:
+                kind = alert_kind(seen, a.exempt_reason, st.alerts)
                 if kind is not None:
-                    self._alert(incident_id, st, a, status, kind)
-        due = next_change(a, status, p) if a is not None else None
+                    self._alert(incident_id, st, a, seen, kind)
+        due = next_change(a, seen, p) if a is not None and seen is not None else None
         st.evicts = evicts = due is None or due > evict_at
-        if evicts and self.deferred and st.events:  # quiet until its eviction: see packed
-            st.events, st.opening = pack(st.events), None
-        timer = evict_at if evicts else due
+        events = st.events  # a list: assess unpacked them
+        if evicts and self.deferred and events and not isinstance(events, bytes):  # quiet until evicted: see packed
+            st.events, st.opening = pack(events), None
+        timer = due if due is not None and not evicts else evict_at
         if timer != st.timer:
             st.timer = timer
             timers = self._timers
@@ -292,6 +305,7 @@ class IncidentLedger:
         """Decide one alert: each kind once per incident (``st.alerts`` remembers)."""
         st.alerts += (kind,)
         opening = st.opening
+        assert opening is not None and a.required_since is not None and a.deadline is not None  # required: seen
         self.changes.alerts.append(Alert(
             kind, incident_id, a.category, opening.district, opening.channel, st.flags,
             a.required_since, a.deadline, self.watermark,
@@ -303,7 +317,7 @@ class IncidentLedger:
         """The incident as ``/incidents`` lists it, or None when it needs no one's attention."""
         st = self.incidents.get(incident_id)
         key = None if st is None else st.key
-        if key is None:
+        if st is None or key is None:
             return None
         status = key.status
         if status in OPEN_STATUSES:
@@ -313,6 +327,7 @@ class IncidentLedger:
         else:
             return None
         since, opening = st.required_since, st.opening
+        assert since is not None and opening is not None  # open or downgraded: required, so seen
         return BoardEntry(incident_id, status, key.category, opening.district, opening.channel, st.flags,
                           since, since + self.params.recording_deadline, reason)
 

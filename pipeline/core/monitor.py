@@ -14,7 +14,10 @@ from collections import Counter
 
 from .audit import AuditParts, build_audit
 from .config import CoreConfig
+from .crimes import CrimeLedger
+from .eventids import EventIds
 from .events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Rejection, Stale
+from .incidents import IncidentLedger
 from .stages import CrimeStage, EventStage, IncidentStage
 from .validation import Validator
 
@@ -107,15 +110,15 @@ class Monitor:
 
     # the ledgers, for tests and reports
     @property
-    def incidents(self):
+    def incidents(self) -> IncidentLedger:
         return self.incident.ledger
 
     @property
-    def crimes(self):
+    def crimes(self) -> CrimeLedger:
         return self._router.crimes_now().ledger
 
     @property
-    def event_ids(self):
+    def event_ids(self) -> EventIds:
         return self.events.ids
 
     def feed(self, topic: str, payload: bytes, now: int) -> Rejection | None:
@@ -127,7 +130,7 @@ class Monitor:
 
     def feed_side(self, side: str, payload: bytes, now: int) -> Rejection | None:
         result = self.validator.validate(side, payload, now)
-        if type(result) is Rejection:
+        if isinstance(result, Rejection):
             self.events.reject(side)
             self.rejections[(side, result.reason)] += 1
             return result

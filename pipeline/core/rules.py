@@ -30,9 +30,9 @@ WILSON_Z = 1.959963984540054
 
 
 class Requirement(NamedTuple):
-    """Where an incident became required: the index of that event and ``required_since``."""
+    """Where an incident became required: that event's position and ``required_since``."""
 
-    index: int
+    position: int
     since: int
 
 
@@ -71,14 +71,15 @@ def required_point(events: Sequence[IncidentEvent], crime_categories: frozenset[
     for i, ev in enumerate(events):
         category = ev.category
         if category is not None and category in crime_categories:
-            return Requirement(i, ev.reported_at if ev.kind == "opened" else ev.at)
+            reported_at = ev.reported_at  # set on opened events only
+            return Requirement(i, reported_at if ev.kind == "opened" and reported_at is not None else ev.at)
     return None
 
 
 def replayed_until(events: Sequence[IncidentEvent], point: Requirement, deadline: int) -> int:
     """§3 exemption replay: the events up to the one that made the incident
     required, then the later ones with ``occurred_at <= D``. Returns the end index."""
-    upto = point.index + 1
+    upto = point.position + 1
     n = len(events)
     while upto < n and events[upto].at <= deadline:
         upto += 1
@@ -141,7 +142,7 @@ def assess(events: Sequence[IncidentEvent], record_times: Iterable[int | None], 
     deadline = point.since + params.recording_deadline
     upto = replayed_until(events, point, deadline)
     return Assessment(True, point.since, deadline, label_category(events, upto, crime_categories),
-                      exemption(events, upto, point.index, crime_categories), recording(record_times))
+                      exemption(events, upto, point.position, crime_categories), recording(record_times))
 
 
 def is_at_risk(deadline: int, w: int, params: Params) -> bool:
@@ -151,35 +152,40 @@ def is_at_risk(deadline: int, w: int, params: Params) -> bool:
 
 def status_at(a: Assessment, w: int | None, params: Params) -> str:
     """§3 status of a seen incident at watermark ``w``; the first match wins."""
-    if not a.required:
+    deadline = a.deadline
+    if not a.required or deadline is None:  # a required assessment has its deadline
         return NOT_REQUIRED
     if a.recorded_at is not None:
-        return ON_TIME if a.recorded_at <= a.deadline else LATE
+        return ON_TIME if a.recorded_at <= deadline else LATE
     if a.exempt_reason is not None:
         return EXEMPT
-    if w is not None and a.deadline <= w:
+    if w is not None and deadline <= w:
         return OVERDUE
-    if w is not None and is_at_risk(a.deadline, w, params):
+    if w is not None and is_at_risk(deadline, w, params):
         return AT_RISK
     return PENDING
 
 
 def next_change(a: Assessment, status: str, params: Params) -> int | None:
     """The watermark at which this status changes by the passing of time alone."""
+    deadline = a.deadline
+    if deadline is None:  # not required: nothing changes
+        return None
     if status == PENDING:
-        return a.deadline - params.at_risk_window
+        return deadline - params.at_risk_window
     if status == AT_RISK:
-        return a.deadline
+        return deadline
     return None
 
 
-def alert_kind(status: str, exempt_reason: str | None, sent: list[str]) -> str | None:
+def alert_kind(status: str, exempt_reason: str | None, sent: tuple[str, ...]) -> str | None:
     """§4: the alert this status calls for, if not ``sent`` yet.
 
     ``at_risk`` on entering the window; ``overdue`` when W passes D unrecorded;
     ``resolved`` when a record arrives for an incident that was overdue;
     ``downgraded`` when exempted by a downgrade while unrecorded.
     """
+    kind: str | None
     if status == AT_RISK:
         kind = "at_risk"
     elif status == OVERDUE:

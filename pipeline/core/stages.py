@@ -32,18 +32,23 @@ from .incidents import IncidentChanges, IncidentLedger
 from .audit import AuditParts
 from .vocabulary import CRIMES, INCIDENTS, SIDES
 
-__all__ = ["Router", "EventStage", "IncidentStage", "CrimeStage"]
+__all__ = ["Router", "EventRouter", "EventStage", "IncidentStage", "CrimeStage"]
 
 
-class Router(Protocol):
-    """Where stage messages go: the transport."""
+class EventRouter(Protocol):
+    """Where the event stage's messages go: valid events on, dead letters out."""
 
     def incident_event(self, ev: IncidentEvent, stale: bool) -> None: ...
     def crime_event(self, ev: CrimeEvent, stale: bool) -> None: ...
+    def deadletter(self, key: bytes | None, record: bytes) -> None: ...
+
+
+class Router(EventRouter, Protocol):
+    """Where stage messages go: the transport."""
+
     def link(self, link: Link) -> None: ...
     def notice(self, notice: Notice) -> None: ...
     def alert(self, alert: Alert) -> None: ...
-    def deadletter(self, key: bytes | None, record: bytes) -> None: ...
 
 
 def _source(side: str, partition: int) -> str:
@@ -54,7 +59,7 @@ def _source(side: str, partition: int) -> str:
 class EventStage:
     """Event ids and event counts of one partition (contract §2)."""
 
-    def __init__(self, config: CoreConfig, router: Router, persist: bool = True) -> None:
+    def __init__(self, config: CoreConfig, router: EventRouter, persist: bool = True) -> None:
         """``persist``: collect the ids to persist (a worker); the in-process monitor does not."""
         self.ids = EventIds(config.params, track=persist)
         self.router = router
@@ -80,13 +85,13 @@ class EventStage:
     def arrive(self, ev: IncidentEvent | CrimeEvent, partition: int = 0, offset: int = -1) -> bool:
         """A valid message: the first copy of its id goes on, later ones are
         counted duplicates. False when the source position was applied already."""
-        is_incident = type(ev) is IncidentEvent
+        is_incident = isinstance(ev, IncidentEvent)
         side = INCIDENTS if is_incident else CRIMES
         if offset >= 0 and not self.fresh(side, partition, offset):
             return False
         claim = self.ids.claim(side, ev.event_id, ev.at)
         if claim:
-            if is_incident:
+            if isinstance(ev, IncidentEvent):
                 self.router.incident_event(ev, claim == STALE)
             else:
                 self.router.crime_event(ev, claim == STALE)

@@ -111,10 +111,14 @@ class IncidentTally:
         """Bring ``st``'s counted keys to ``status``; when its contribution moved,
         the :class:`Transition` goes on ``transitions`` (None: nobody counts them,
         as in the offline audit)."""
+        key: Contribution | None
+        day: DayKey | None = None
+        delay: int | None = None
+        delay_us: int | None = None  # report -> record, when recorded
         if status is None:
-            key = day = delay = None
+            key = None
         elif a is None:
-            key, day, delay = UNOPENED_KEY, None, None
+            key = UNOPENED_KEY
         else:
             opening = st.opening
             district = opening.district if opening.district in self.districts else None
@@ -123,12 +127,13 @@ class IncidentTally:
             interned = self._interned
             parts = (status, a.category, district, opening.channel, a.exempt_reason if status == EXEMPT else None)
             key = interned.get(parts) or self._intern(Contribution(*parts))
-            if a.required:
-                parts = (day_of(a.required_since), status)
-                day = interned.get(parts) or self._intern(DayKey(*parts))
-            else:
-                day = None
-            delay = delay_bucket(a.recorded_at - a.required_since) if status in RECORDED_STATUSES else None
+            since, recorded = a.required_since, a.recorded_at  # since: None unless required
+            if since is not None:
+                day_parts = (day_of(since), status)
+                day = interned.get(day_parts) or self._intern(DayKey(*day_parts))
+                if status in RECORDED_STATUSES and recorded is not None:
+                    delay_us = recorded - since
+                    delay = delay_bucket(delay_us)
         if day is not st.day:
             shift(self.daily, st.day, day)
             st.day = day
@@ -141,9 +146,9 @@ class IncidentTally:
         shift(self.agg, old, key)
         st.key = key
         if transitions is not None:
-            became_recorded = delay is not None and (old is None or old.status not in RECORDED_STATUSES)
-            transitions.append(Transition(incident_id, old, key, max(0, a.recorded_at - a.required_since) / US
-                                          if became_recorded else None))
+            became_recorded = delay_us is not None and (old is None or old.status not in RECORDED_STATUSES)
+            transitions.append(Transition(incident_id, old, key, max(0, delay_us) / US
+                                          if became_recorded and delay_us is not None else None))
 
     def evict(self, st) -> None:
         """The incident is forgotten; what it contributed stays counted."""

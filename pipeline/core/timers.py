@@ -27,7 +27,6 @@ Pure: no clock, no I/O.
 from __future__ import annotations
 
 import heapq
-from typing import Hashable
 
 from .times import HOUR
 
@@ -45,14 +44,14 @@ class Timers:
     def __init__(self, coarse: bool = False) -> None:
         self.coarse = coarse
         self._heap: list = []  # exact: (instant, key); coarse: bucket numbers
-        self._buckets: dict[int, tuple[list[int], list[Hashable]]] = {}  # coarse: bucket -> (instants, keys)
+        self._buckets: dict[int, tuple[list[int], list[str]]] = {}  # coarse: bucket -> (instants, keys)
         self._size = 0
 
     def __len__(self) -> int:
         """Entries held, stale ones included (the ledger compacts when there are too many)."""
         return self._size if self.coarse else len(self._heap)
 
-    def add(self, at: int, key: Hashable) -> None:
+    def add(self, at: int, key: str) -> None:
         """``key`` is due at ``at`` (an earlier entry for it becomes stale)."""
         if not self.coarse:
             heapq.heappush(self._heap, (at, key))
@@ -67,7 +66,7 @@ class Timers:
             bucket[1].append(key)
         self._size += 1
 
-    def due(self, w: int) -> list[tuple[int, Hashable]] | tuple:
+    def due(self, w: int) -> list[tuple[int, str]] | tuple:
         """Remove and return the entries due at ``w`` (instant <= ``w``), stale ones included."""
         heap = self._heap
         if not heap or (heap[0][0] if not self.coarse else heap[0] * _BUCKET) > w:

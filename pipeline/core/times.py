@@ -163,8 +163,9 @@ def _checked(texts: list[str], dts: list[datetime], out: list) -> None:
     epoch = _EPOCH
     instants = [(d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds for d in [dt - epoch for dt in dts]]
     if instants and (min(instants) < MIN_US or max(instants) > MAX_US):
-        instants = [us if MIN_US <= us <= MAX_US else None for us in instants]
-    out.extend(instants)
+        out.extend([us if MIN_US <= us <= MAX_US else None for us in instants])
+    else:
+        out.extend(instants)
 
 
 def format_time(us: int | None) -> str | None:

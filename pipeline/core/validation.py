@@ -24,7 +24,7 @@ the same inputs (``tests/test_contract_models.py``).
 
 import math
 import re
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import msgspec
 import orjson
@@ -115,6 +115,7 @@ def _incident(w, at: int, reported: int | None) -> IncidentEvent:
     kind = w.kind
     flags = () if w.flags is None else tuple(w.flags)
     if kind == "opened":
+        assert reported is not None  # _instants reads it for every opened event
         if reported > at:
             raise _Invalid("'reported_at' is after 'occurred_at'")
         return IncidentEvent(at, w.event_id, kind, w.incident_id, w.category, None, reported,
@@ -124,7 +125,7 @@ def _incident(w, at: int, reported: int | None) -> IncidentEvent:
     return IncidentEvent(at, w.event_id, kind, w.incident_id, disposition=w.disposition, flags=flags)
 
 
-def _crime(w, at: int, _reported: None) -> CrimeEvent:
+def _crime(w, at: int, _reported: int | None) -> CrimeEvent:
     kind = w.kind
     if kind == "recorded":
         return CrimeEvent(at, w.event_id, kind, w.crime_id, tuple(w.incident_ids), w.category)
@@ -154,7 +155,8 @@ class Validator:
         self._strict = {side: msgspec.json.Decoder(Union[t])
                         for side, t in wire_types(vocabulary, forbid_unknown_fields=True).items()}
         self._lenient = {side: msgspec.json.Decoder(Union[t]) for side, t in wire_types(vocabulary).items()}
-        self._convert = {INCIDENTS: _incident, CRIMES: _crime}
+        self._convert: dict[str, Callable[[Any, int, int | None], IncidentEvent | CrimeEvent]] = {
+            INCIDENTS: _incident, CRIMES: _crime}
 
     def validate(self, side: str, raw: bytes, now: int) -> IncidentEvent | CrimeEvent | Rejection:
         """Validate ``raw`` read from the ``side`` feed (``incidents``/``crimes``) at wall time ``now``."""
@@ -173,7 +175,7 @@ class Validator:
         the batch's instants are parsed in one call (:func:`~pipeline.core.times.parse_times`).
         A message with an instant that is not one takes :meth:`validate`, for its detail."""
         wire_of, decode, max_bytes = self._wire, self._strict[side].decode, self.max_bytes
-        wires = []
+        wires: list[Any] = []
         keep = wires.append
         for raw in raws:  # the usual message inline (one call fewer); anything else as _wire says
             if len(raw) <= max_bytes and raw.isascii():
@@ -183,7 +185,7 @@ class Validator:
                 except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                     pass
             keep(wire_of(side, raw))
-        texts = []  # the instants _instants reads, in its order; the loop below takes them back the same way
+        texts: list[str] = []  # the instants _instants reads, in its order; the loop below takes them back the same way
         add = texts.append
         for w in wires:
             if type(w) is not Rejection:
@@ -301,7 +303,8 @@ def _json_type(value: object) -> str:
         return "boolean"
     if isinstance(value, (int, float)):
         return "number" if not (isinstance(value, float) and math.isnan(value)) else "NaN"
-    return {str: "string", list: "array"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "string", list: "array"}
+    return names.get(type(value), type(value).__name__)
 
 
 assert DEADLETTER_DETAIL_CHARS >= 300  # clip()'s default keeps details inside the dead-letter limit
