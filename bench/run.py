@@ -128,8 +128,18 @@ def main(argv: list[str] | None = None) -> int:
                          "note": f"{type(exc).__name__}: {exc}"[:120]})
         print(f"bench: {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     print()
+    print(f"the core: {_core_build()}")
     print_table(rows)
     return 1 if failed else 0
+
+
+def _core_build() -> str:
+    """Whether the commands measured ran the compiled core (pipeline/native.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from pipeline import native
+
+    build = native.select()
+    return "compiled (mypyc)" if build.compiled else f"from source ({build.reason})"
 
 
 if __name__ == "__main__":

@@ -107,15 +107,21 @@ def test_two_workers_built_from_the_dockerfile(services):
 def test_dockerfile(services):
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert re.search(r"^RUN pip install /src\b", text, re.M)
+    # the wheel is built (with its compiled core) in a stage with a compiler, then installed
+    assert re.search(r"^FROM python:3\.11 AS build\b", text, re.M)
+    assert re.search(r"^RUN pip wheel --no-deps --wheel-dir /wheels /src\b", text, re.M)
+    assert re.search(r"^COPY --from=build /wheels /wheels\b", text, re.M)
+    assert re.search(r"^RUN pip install /wheels/\*\.whl\b", text, re.M)
     assert re.search(r'^ENTRYPOINT \["cdiwatch"\]', text, re.M)
     assert "CDI_WEB_HOST=0.0.0.0" in text
-    for src in re.findall(r"^COPY (\S+) ", text, re.M):
+    for src in re.findall(r"^COPY (?!--from=)(\S+) ", text, re.M):
         assert (ROOT / src).exists(), src
     # the context filter keeps what `pip install` needs
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
-    for needed in ("!pyproject.toml", "!pipeline/**", "!README.md"):
+    for needed in ("!pyproject.toml", "!setup.py", "!pipeline/**", "!README.md"):
         assert needed in ignore
+    for kept_out in ("**/*.so", "pipeline/native.manifest"):  # a checkout's own build never enters the image
+        assert kept_out in ignore
     assert (ROOT / "pyproject.toml").exists() and (ROOT / "pipeline" / "__main__.py").exists()
 
 

@@ -139,8 +139,11 @@ def test_an_injected_defect_is_dead_lettered_and_the_rest_goes_on(fresh_broker, 
         from pipeline.kafka.local import free_port
 
         port = free_port()
+        # The defect is patched into the core's class, so the core runs from its
+        # source here: a compiled class cannot be patched (pipeline/native.py).
         proc = procs.start("defective", [sys.executable, str(script), "--broker", fresh_broker.url,
-                                         "--web-port", str(port)], worker_env(PYTHONPATH=str(ROOT)))
+                                         "--web-port", str(port)],
+                           worker_env(PYTHONPATH=str(ROOT), CDIWATCH_PURE="1"))
         url = f"http://127.0.0.1:{port}"
         procs.wait_until("worker ready", lambda: http_ok(url + "/readyz"), timeout=90)
         assert replay([str(path)], Settings(broker=fresh_broker.url)).ok

@@ -15,7 +15,8 @@ from pipeline.core.times import HOUR
 # instants over a few hours, bunched near bucket edges as well as spread out
 _edges = [b * HOUR + d for b in (1, 2, 3) for d in (-2, -1, 0, 1, 2)]
 _instants = st.one_of(st.integers(0, 5 * HOUR), st.sampled_from(_edges))
-_steps = st.lists(st.one_of(st.tuples(st.just("add"), _instants, st.integers(0, 20)),
+_keys = st.integers(0, 20).map(lambda n: f"incident-{n}")  # keys are ids (str), as in the ledgers
+_steps = st.lists(st.one_of(st.tuples(st.just("add"), _instants, _keys),
                             st.tuples(st.just("due"), _instants, st.just(0)),
                             st.tuples(st.just("reset"), st.just(0), st.just(0))), max_size=80)
 

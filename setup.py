@@ -1,0 +1,64 @@
+"""Builds cdiwatch with its core compiled by mypyc (see pipeline/native.py).
+
+``pyproject.toml`` holds the project's metadata; this file adds only the
+compiled modules. The build is optional: with ``CDIWATCH_PURE=1``, or when
+mypyc or a C compiler is missing, the package is plain Python and runs the
+same, slower (a warning says why). ``make`` builds a checkout in place:
+``python setup.py build_ext --inplace``.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+native = runpy.run_path(str(HERE / "pipeline" / "native.py"))  # stdlib only: no dependency needed yet
+COMPILED, MANIFEST = native["COMPILED"], native["MANIFEST"]
+
+
+def _warn(why: str) -> None:
+    print(f"cdiwatch: building without the compiled core ({why}): it runs from source, slower",
+          file=sys.stderr)
+
+
+class BuildNative(build_ext):
+    """Compile, then write the manifest that says which sources were compiled.
+    A failed compile leaves no manifest, so the sources run (never a stale build)."""
+
+    def run(self) -> None:
+        MANIFEST.unlink(missing_ok=True)
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no headers: the pure package still works
+            if os.environ.get("CI"):
+                raise
+            _warn(f"{type(exc).__name__}: {exc}")
+            return
+        digest = native["source_digest"](HERE)
+        MANIFEST.write_text(digest + "\n")
+        if not self.inplace:  # a wheel: the manifest goes beside the compiled modules
+            target = Path(self.build_lib) / "pipeline" / MANIFEST.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(digest + "\n")
+
+
+def _extensions() -> list:
+    if os.environ.get("CDIWATCH_PURE", "") not in ("", "0"):
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        _warn("mypyc is not installed")
+        return []
+    paths = [str(Path(*name.split(".")).with_suffix(".py")) for name in COMPILED]
+    # msgspec and orjson have no stubs in a build's own environment: their values are Any there
+    return mypycify(["--ignore-missing-imports", *paths], opt_level="3", group_name="pipeline_native")
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildNative})

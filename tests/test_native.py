@@ -1,0 +1,90 @@
+"""The compiled core (pipeline/native.py): used when it matches its sources,
+never when it does not, and the source on request.
+
+In CI the build must be there and in use: a missing compiler is a failure
+there, not a silent slow run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pipeline.core.incidents
+from pipeline import native
+from support import ROOT
+
+BUILT = native.MANIFEST.exists() and native._extension(native.COMPILED[0]) is not None
+PURE = os.environ.get("CDIWATCH_PURE", "") not in ("", "0")
+
+
+def test_the_choice():
+    assert native.decide(False, None, None, False) == native.Build(False, "no build")
+    assert not native.decide(True, "x", "x", True).compiled  # asked for the source
+    assert native.decide(True, "x", "y", False) == native.Build(False, "sources changed since the build")
+    assert not native.decide(True, None, None, False).compiled  # a build that never finished
+    assert native.decide(True, "x", "x", False) == native.Build(True, "compiled")
+
+
+def test_the_digest_follows_every_compiled_source(tmp_path):
+    copy = tmp_path / "pipeline"
+    shutil.copytree(ROOT / "pipeline", copy, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    before = native.source_digest(tmp_path)
+    assert before == native.source_digest(ROOT)
+    for name in native.COMPILED:
+        source = native._source(name, tmp_path)
+        text = source.read_bytes()
+        source.write_bytes(text + b"\n")
+        assert native.source_digest(tmp_path) != before, name
+        source.write_bytes(text)
+
+
+def test_the_build_is_in_use_where_it_was_made():
+    """CI builds the core (make test), so there it must be what runs."""
+    if PURE:
+        assert not native.select().compiled
+        assert pipeline.core.incidents.__file__.endswith(".py")
+        return
+    if not BUILT:
+        if os.environ.get("CI"):
+            pytest.fail("the compiled core was not built (make native): is a C compiler missing?")
+        pytest.skip("the core is not compiled here (make native)")
+    assert native.select() == native.Build(True, "compiled")
+    assert not pipeline.core.incidents.__file__.endswith(".py")
+
+
+def _load(root: Path, env: dict) -> subprocess.CompletedProcess:
+    code = "import pipeline.core.incidents as m, pipeline.native as n; print(n.select().compiled, m.__file__)"
+    return subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+
+
+def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path):
+    if not BUILT:
+        if os.environ.get("CI"):
+            pytest.fail("the compiled core was not built (make native)")
+        pytest.skip("the core is not compiled here (make native)")
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for lib in ROOT.glob("pipeline_native__mypyc*"):  # the modules' shared library, beside the package
+        shutil.copy(lib, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("CDIWATCH_PURE", "PYTHONPATH")}
+
+    same = _load(tmp_path, env)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.startswith("True ") and same.stderr == ""
+
+    pure = _load(tmp_path, {**env, "CDIWATCH_PURE": "1"})
+    assert pure.stdout.split() == ["False", str(tmp_path / "pipeline" / "core" / "incidents.py")]
+    assert pure.stderr == ""  # asked for: nothing to warn about
+
+    rules = tmp_path / "pipeline" / "core" / "rules.py"
+    rules.write_text(rules.read_text() + "\n# edited after the build\n")
+    stale = _load(tmp_path, env)
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.split() == ["False", str(tmp_path / "pipeline" / "core" / "incidents.py")]
+    assert stale.stderr.strip().splitlines() == [
+        "cdiwatch: sources changed since the build: running the core from source (slower); `make` rebuilds it"]
