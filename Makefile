@@ -72,5 +72,5 @@ schemas: $(STAMP) $(NATIVE)
 	$(PY) -m pipeline.contract.schemas
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pipeline/native.manifest *__mypyc*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pipeline/native.manifest
 	find pipeline -name '*.so' -delete

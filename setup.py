@@ -58,7 +58,9 @@ def _extensions() -> list:
         return []
     paths = [str(Path(*name.split(".")).with_suffix(".py")) for name in COMPILED]
     # msgspec and orjson have no stubs in a build's own environment: their values are Any there
-    return mypycify(["--ignore-missing-imports", *paths], opt_level="3", group_name="pipeline_native")
+    # group_name: the modules' shared library is pipeline/_native__mypyc*.so, inside the package, so
+    # that whatever finds the package finds it (an editable install maps only ``pipeline``)
+    return mypycify(["--ignore-missing-imports", *paths], opt_level="3", group_name="pipeline._native")
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildNative})
