@@ -30,7 +30,7 @@ import binascii
 import json
 import os
 import sys
-from typing import IO, Callable, Iterable, Iterator, Union
+from typing import Callable, Final, IO, Iterable, Iterator, Union
 
 import msgspec
 
@@ -65,7 +65,7 @@ def check_capture_files(paths: PathLike | Iterable[PathLike]) -> list[str]:
 
 _decode_line = msgspec.json.Decoder(Line).decode
 _decode_envelope = msgspec.json.Decoder(Envelope).decode
-_ROUTE = {INCIDENT_SCHEMA: "incident_id", CRIME_SCHEMA: "crime_id"}
+_ROUTE: Final = {INCIDENT_SCHEMA: "incident_id", CRIME_SCHEMA: "crime_id"}
 
 
 def _field_bytes(name: str, value: object, encoding: object) -> bytes | None:

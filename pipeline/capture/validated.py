@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import queue
 import threading
-from typing import Iterator, cast
+from typing import Final, Iterator, cast
 
 import msgspec
 
@@ -46,9 +46,9 @@ from .reading import CaptureError, max_line_bytes, read_payloads
 
 __all__ = ["Invalid", "Skipped", "Claimed", "Claim", "claimed_batches"]
 
-_BATCH = 4096
-_FIRST = 256  # the first frame's messages (then twice as many a frame, up to _BATCH): the ledgers start sooner
-_QUEUED = 16  # frames received and not yet applied: ~10 MB at most
+_BATCH: Final = 4096
+_FIRST: Final = 256  # the first frame's messages (then twice as many a frame, up to _BATCH): the ledgers start sooner
+_QUEUED: Final = 16  # frames received and not yet applied: ~10 MB at most
 
 
 class _Forward:

@@ -15,6 +15,8 @@ Pure: no clock, no Kafka. The watermark arrives through :meth:`CrimeLedger.obser
 
 from __future__ import annotations
 
+from typing import Final
+
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,7 +29,7 @@ from .vocabulary import MAX_EVENTS_PER_CRIME, MAX_LINKS_PER_CRIME, StateLimit
 
 __all__ = ["CrimeLedger", "CrimeState", "CrimeChanges"]
 
-_NOT_COUNTED = CrimeKey(False, False, False, False)
+_NOT_COUNTED: Final = CrimeKey(False, False, False, False)
 
 
 @dataclass(slots=True)

@@ -23,6 +23,8 @@ Pure: no clock, no Kafka.
 
 from __future__ import annotations
 
+from typing import Final
+
 import heapq
 from collections import Counter
 
@@ -32,8 +34,8 @@ from .vocabulary import SIDES
 
 __all__ = ["EventIds", "Counts", "DUPLICATE", "FIRST", "STALE", "id_key", "event_id_of"]
 
-_BUCKET = HOUR
-_NEVER = 1 << 126  # later than any event time
+_BUCKET: Final = HOUR
+_NEVER: Final = 1 << 126  # later than any event time
 DUPLICATE, FIRST, STALE = 0, 1, 2
 _from_bytes = int.from_bytes
 

@@ -7,14 +7,14 @@ status are in :mod:`~pipeline.core.rules`; the ledger that keeps many is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .events import IncidentEvent
 from .tally import Contribution, DayKey
 
 __all__ = ["IncidentState", "BoardEntry", "opening_of", "NO_CRIMES"]
 
-NO_CRIMES: dict[str, int | None] = {}  # shared by every incident no crime links yet; replaced, never written to
+NO_CRIMES: Final[dict[str, int | None]] = {}  # shared by every incident no crime links yet; replaced, never written to
 
 
 def opening_of(events: list[IncidentEvent]) -> IncidentEvent | None:

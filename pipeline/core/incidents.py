@@ -25,6 +25,8 @@ It never reads a clock, a topic or a file.
 
 from __future__ import annotations
 
+from typing import Final
+
 import bisect
 from dataclasses import dataclass, field
 
@@ -42,7 +44,7 @@ from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED
 
 __all__ = ["IncidentLedger", "IncidentChanges"]
 
-_NEVER = -(1 << 63)
+_NEVER: Final = -(1 << 63)
 
 
 @dataclass(slots=True)

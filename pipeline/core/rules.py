@@ -13,7 +13,7 @@ All times are integer microseconds since the Unix epoch.
 from __future__ import annotations
 
 import math
-from typing import Iterable, NamedTuple, Sequence
+from typing import Final, Iterable, NamedTuple, Sequence
 
 from .config import Params
 from .events import IncidentEvent
@@ -26,7 +26,7 @@ __all__ = ["Assessment", "Requirement", "Rate", "assess", "required_point", "rep
            "exemption", "label_category", "recording", "status_at", "next_change", "is_at_risk",
            "is_downgrade", "alert_kind", "wilson_interval", "WILSON_Z"]
 
-WILSON_Z = 1.959963984540054
+WILSON_Z: Final = 1.959963984540054
 
 
 class Requirement(NamedTuple):
@@ -59,7 +59,7 @@ class Rate(NamedTuple):
     high: float | None
 
 
-NOT_REQUIRED_ASSESSMENT = Assessment(required=False)
+NOT_REQUIRED_ASSESSMENT: Final = Assessment(required=False)
 
 
 def required_point(events: Sequence[IncidentEvent], crime_categories: frozenset[str]) -> Requirement | None:

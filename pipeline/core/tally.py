@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .rules import Assessment
 from .times import US, HOUR, day_of
@@ -26,8 +26,8 @@ __all__ = ["Contribution", "DayKey", "CrimeKey", "Transition", "IncidentTally", 
            "delay_bucket", "shift"]
 
 #: Upper edges (hours) of the recording-delay buckets; the last bucket is open.
-DELAY_EDGES_H = (1, 2, 4, 8, 12, 18, 24, 36, 48, 72, 168)
-_DELAY_EDGES = tuple(h * HOUR for h in DELAY_EDGES_H)
+DELAY_EDGES_H: Final = (1, 2, 4, 8, 12, 18, 24, 36, 48, 72, 168)
+_DELAY_EDGES: Final = tuple(h * HOUR for h in DELAY_EDGES_H)
 
 
 class Contribution(NamedTuple):
@@ -65,7 +65,7 @@ class Transition(NamedTuple):
     delay_s: float | None = None  # report -> record, when it became recorded
 
 
-UNOPENED_KEY = Contribution(UNOPENED, None, None, None, None)
+UNOPENED_KEY: Final = Contribution(UNOPENED, None, None, None, None)
 
 
 def delay_bucket(delay: int) -> int:

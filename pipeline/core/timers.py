@@ -26,14 +26,16 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+from typing import Final
+
 import heapq
 
 from .times import HOUR
 
 __all__ = ["Timers"]
 
-_BUCKET = HOUR
-_NONE: tuple = ()  # what due() returns most of the time (a worker asks on every watermark move)
+_BUCKET: Final = HOUR
+_NONE: Final[tuple] = ()  # what due() returns most of the time (a worker asks on every watermark move)
 
 
 class Timers:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
@@ -20,25 +20,25 @@ __all__ = ["US", "MINUTE", "HOUR", "DAY", "MIN_US", "MAX_US", "RFC3339", "RFC333
            "parse_checked", "parse_times", "format_time",
            "watermark", "day_of"]
 
-US = 1_000_000
-MINUTE = 60 * US
-HOUR = 3600 * US
-DAY = 86400 * US
+US: Final = 1_000_000
+MINUTE: Final = 60 * US
+HOUR: Final = 3600 * US
+DAY: Final = 86400 * US
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_US = timedelta(microseconds=1)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US: Final = timedelta(microseconds=1)
+_NAIVE_EPOCH: Final = datetime(1970, 1, 1)
 #: The instants the contract admits once the offset is applied (§2, revision 2).
-MIN_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // _ONE_US
-MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - _EPOCH) // _ONE_US
+MIN_US: Final = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // _ONE_US
+MAX_US: Final = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - _EPOCH) // _ONE_US
 
 #: RFC 3339 ``date-time``: seconds required, fraction optional, ``Z`` or ``±hh:mm``
 #: with minutes 00-59 (``fromisoformat`` alone would read ``+01:60`` as ``+02:00``).
 #: ASCII digits only. This spelling (``$``) is for JSON Schema; Python checks use
 #: :data:`RFC3339_STRICT`, whose ``\Z`` does not let a trailing newline through.
-RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-5][0-9])$"
-RFC3339_STRICT = RFC3339[:-1] + r"\Z"
-_RFC3339 = re.compile(RFC3339_STRICT)
+RFC3339: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-5][0-9])$"
+RFC3339_STRICT: Final = RFC3339[:-1] + r"\Z"
+_RFC3339: Final = re.compile(RFC3339_STRICT)
 _fromiso = datetime.fromisoformat
 
 
@@ -68,19 +68,19 @@ def parse_checked(value: str) -> int | None:
 _AWARE = list[Annotated[datetime, msgspec.Meta(tz=True)]]
 _convert = msgspec.convert
 _ValidationError = msgspec.ValidationError
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 #: Every shape of :data:`RFC3339` (digits as ``0``) whose fraction has at most six digits.
-_SHAPES = frozenset(b"0000-00-00" + sep + b"00:00:00" + fraction + offset
+_SHAPES: Final = frozenset(b"0000-00-00" + sep + b"00:00:00" + fraction + offset
                     for sep in (b"T", b"t")
                     for fraction in [b""] + [b"." + b"0" * n for n in range(1, 7)]
                     for offset in (b"Z", b"z", b"+00:00", b"-00:00"))
-_AT_INDEX = re.compile(r"`\$\[(\d+)\]`$")
+_AT_INDEX: Final = re.compile(r"`\$\[(\d+)\]`$")
 #: Texts of a valid shape that §2 refuses for their values: for such texts
 #: parse_times relies on msgspec's value checks, so they must refuse these too.
-_REFUSED_VALUES = ("2026-01-01T23:59:60Z", "2026-01-01T24:00:00Z", "2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z",
+_REFUSED_VALUES: Final = ("2026-01-01T23:59:60Z", "2026-01-01T24:00:00Z", "2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z",
                    "0000-01-01T00:00:00Z", "2026-01-01T00:00:00+01:60", "2026-01-01T00:00:00-24:00")
-_CHUNK = 1024   # texts per msgspec call
-_RETRIES = 8    # invalid texts a chunk may have before the rest is parsed one by one
+_CHUNK: Final = 1024   # texts per msgspec call
+_RETRIES: Final = 8    # invalid texts a chunk may have before the rest is parsed one by one
 
 
 def _msgspec_agrees() -> bool:

@@ -24,7 +24,7 @@ the same inputs (``tests/test_contract_models.py``).
 
 import math
 import re
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Final, Literal, Optional, Union
 
 import msgspec
 import orjson
@@ -46,7 +46,7 @@ _LinkIds = Annotated[list[_Id], msgspec.Meta(min_length=1, max_length=MAX_INCIDE
 _District = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DISTRICT_CHARS)]
 _Flags = Optional[Annotated[list[Literal[FLAGS]], msgspec.Meta(max_length=MAX_FLAGS)]]  # type: ignore[valid-type]
 
-_RFC3339 = re.compile(RFC3339_STRICT)
+_RFC3339: Final = re.compile(RFC3339_STRICT)
 
 
 def clip(text: str, limit: int = 300) -> str:

@@ -9,6 +9,8 @@ show the same words and sort the same way.
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
     "INCIDENT_SCHEMA", "CRIME_SCHEMA", "ALERT_SCHEMA", "DEADLETTER_SCHEMA", "AUDIT_SCHEMA",
     "INCIDENTS", "CRIMES", "SIDES", "SCHEMA_OF_SIDE",
@@ -24,17 +26,17 @@ __all__ = [
 ]
 
 # ------------------------------------------------------------------ schemas and feeds (§1)
-INCIDENT_SCHEMA = "incident.v1"
-CRIME_SCHEMA = "crime.v1"
-ALERT_SCHEMA = "alert.v1"
-DEADLETTER_SCHEMA = "deadletter.v1"
-AUDIT_SCHEMA = "audit.v1"
+INCIDENT_SCHEMA: Final = "incident.v1"
+CRIME_SCHEMA: Final = "crime.v1"
+ALERT_SCHEMA: Final = "alert.v1"
+DEADLETTER_SCHEMA: Final = "deadletter.v1"
+AUDIT_SCHEMA: Final = "audit.v1"
 
 #: The two input feeds, by the name the audit uses for them ("events.incidents").
-INCIDENTS = "incidents"
-CRIMES = "crimes"
+INCIDENTS: Final = "incidents"
+CRIMES: Final = "crimes"
 SIDES = (INCIDENTS, CRIMES)
-SCHEMA_OF_SIDE = {INCIDENTS: INCIDENT_SCHEMA, CRIMES: CRIME_SCHEMA}
+SCHEMA_OF_SIDE: Final = {INCIDENTS: INCIDENT_SCHEMA, CRIMES: CRIME_SCHEMA}
 
 # ------------------------------------------------------------------ vocabularies (§2, §6)
 CRIME_CATEGORIES: tuple[str, ...] = (
@@ -63,38 +65,38 @@ REASONS = ("too_large", "invalid_json", "unknown_schema", "schema_violation", "f
            "processing_error")
 
 # ------------------------------------------------------------------ limits (§2, revision 2)
-MAX_ID_CHARS = 256
-MAX_INCIDENT_IDS = 100
-MAX_FLAGS = 16
-MAX_DISTRICT_CHARS = 40
-MAX_MESSAGE_BYTES = 1024 * 1024
-DEADLETTER_DETAIL_CHARS = 500
-DEADLETTER_PAYLOAD_BYTES = 65_536
+MAX_ID_CHARS: Final = 256
+MAX_INCIDENT_IDS: Final = 100
+MAX_FLAGS: Final = 16
+MAX_DISTRICT_CHARS: Final = 40
+MAX_MESSAGE_BYTES: Final = 1024 * 1024
+DEADLETTER_DETAIL_CHARS: Final = 500
+DEADLETTER_PAYLOAD_BYTES: Final = 65_536
 #: What one incident or crime may hold: far beyond any real one, and small
 #: enough that its state always fits in one Kafka record. An event beyond
 #: these is not applied; it is dead-lettered as a ``processing_error``.
-MAX_EVENTS_PER_INCIDENT = 1000
-MAX_EVENTS_PER_CRIME = 1000
-MAX_LINKS_PER_CRIME = 1000
+MAX_EVENTS_PER_INCIDENT: Final = 1000
+MAX_EVENTS_PER_CRIME: Final = 1000
+MAX_LINKS_PER_CRIME: Final = 1000
 
 # ------------------------------------------------------------------ statuses (§3)
-UNOPENED = "unopened"          # events but no ``opened``: not seen
-NOT_REQUIRED = "not_required"  # seen, never crime-related
-ON_TIME = "on_time"
-LATE = "late"
-EXEMPT = "exempt"
-OVERDUE = "overdue"
-PENDING = "pending"
-AT_RISK = "at_risk"            # a pending incident inside the at-risk window
+UNOPENED: Final = "unopened"          # events but no ``opened``: not seen
+NOT_REQUIRED: Final = "not_required"  # seen, never crime-related
+ON_TIME: Final = "on_time"
+LATE: Final = "late"
+EXEMPT: Final = "exempt"
+OVERDUE: Final = "overdue"
+PENDING: Final = "pending"
+AT_RISK: Final = "at_risk"            # a pending incident inside the at-risk window
 
 OPEN_STATUSES = (OVERDUE, AT_RISK, PENDING)
-RECORDED_STATUSES = frozenset({ON_TIME, LATE})
-REQUIRED_STATUSES = frozenset({ON_TIME, LATE, EXEMPT, OVERDUE, PENDING, AT_RISK})
+RECORDED_STATUSES: Final = frozenset({ON_TIME, LATE})
+REQUIRED_STATUSES: Final = frozenset({ON_TIME, LATE, EXEMPT, OVERDUE, PENDING, AT_RISK})
 
-RECLASSIFIED_NON_CRIME = "reclassified_non_crime"
-EXEMPT_DISPOSITIONS = frozenset({"no_crime", "transferred", "duplicate"})
+RECLASSIFIED_NON_CRIME: Final = "reclassified_non_crime"
+EXEMPT_DISPOSITIONS: Final = frozenset({"no_crime", "transferred", "duplicate"})
 #: Exemptions that are downgrades: the way under-recording hides (§3).
-DOWNGRADE_REASONS = frozenset({RECLASSIFIED_NON_CRIME, "no_crime"})
+DOWNGRADE_REASONS: Final = frozenset({RECLASSIFIED_NON_CRIME, "no_crime"})
 ALERT_KINDS = ("at_risk", "overdue", "resolved", "downgraded")
 
 # ------------------------------------------------------------------ harm and labels (board, report)
@@ -122,7 +124,7 @@ def harm_rank(category: str | None, flags=()) -> tuple[int, int]:
     return (1 if flagged else 2, place)
 
 
-LABELS: dict[str, str] = {
+LABELS: Final[dict[str, str]] = {
     "violence_with_injury": "Violence with injury", "violence_without_injury": "Violence without injury",
     "stalking_harassment": "Stalking and harassment", "rape": "Rape", "sexual_offence": "Sexual offence",
     "robbery": "Robbery", "burglary": "Burglary", "vehicle_offence": "Vehicle offence", "theft": "Theft",
