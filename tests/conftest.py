@@ -52,3 +52,12 @@ def fresh_broker() -> Iterator[LocalBroker]:
     """A new, empty Tansu broker for one test (about 0.1 s to start)."""
     with LocalBroker(binary=_binary_or_skip()) as b:
         yield b
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so that a fixture can tell
+    in its teardown whether the test failed (and show the processes' logs)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -41,10 +41,13 @@ CONTRACT_FAMILIES = {
 
 
 @pytest.fixture
-def procs(tmp_path):
+def procs(tmp_path, request):
     p = Processes(tmp_path)
     yield p
     p.stop_all()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:  # the workers' logs, in the failure's report
+        print(p.logs())
 
 
 def expected_audit() -> dict:

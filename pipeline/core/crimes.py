@@ -15,10 +15,9 @@ Pure: no clock, no Kafka. The watermark arrives through :meth:`CrimeLedger.obser
 
 from __future__ import annotations
 
-from typing import Final
-
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Final
 
 from .config import Params
 from .events import CrimeEvent, Link, Notice

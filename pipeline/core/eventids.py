@@ -23,10 +23,9 @@ Pure: no clock, no Kafka.
 
 from __future__ import annotations
 
-from typing import Final
-
 import heapq
 from collections import Counter
+from typing import Final
 
 from .config import Params
 from .times import HOUR, watermark

@@ -25,10 +25,9 @@ It never reads a clock, a topic or a file.
 
 from __future__ import annotations
 
-from typing import Final
-
 import bisect
 from dataclasses import dataclass, field
+from typing import Final
 
 from msgspec.structs import force_setattr
 

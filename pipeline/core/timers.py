@@ -26,9 +26,8 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-from typing import Final
-
 import heapq
+from typing import Final
 
 from .times import HOUR
 

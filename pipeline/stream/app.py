@@ -98,12 +98,14 @@ class Worker:
                     task.add_done_callback(worker._task_done)
 
             async def on_stop(self) -> None:
+                t0 = time.monotonic()
                 await worker.runner.stop()
                 run, *others = self._tasks
                 try:
                     await asyncio.wait_for(asyncio.shield(run), timeout=30)
                 except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping anyway
                     run.cancel()
+                t1 = time.monotonic()
                 for task in others:
                     task.cancel()
                 await asyncio.gather(*others, return_exceptions=True)
@@ -111,6 +113,9 @@ class Worker:
                     await worker.outbox.flush()
                 finally:
                     await worker.outbox.stop()
+                # each step's time, so that a slow stop says where it waited
+                logger.info("stopped: the batch in progress and the group left in %.1f s, "
+                            "the producer flushed and closed in %.1f s", t1 - t0, time.monotonic() - t1)
 
         self.app.service(Processing)
 
