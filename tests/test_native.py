@@ -91,9 +91,9 @@ def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path):
 def test_the_installed_command_finds_the_build_from_any_directory(tmp_path):
     """The modules' shared library lives inside the package, so the
     ``cdiwatch`` script (an editable install maps only ``pipeline``) finds it
-    wherever it is started."""
-    if not BUILT or PURE:
-        if os.environ.get("CI") and not PURE:
+    wherever it is started (and, asked for the source, runs that quietly)."""
+    if not BUILT:
+        if os.environ.get("CI"):
             pytest.fail("the compiled core was not built (make native)")
         pytest.skip("the core is not compiled here (make native)")
     from support import SAMPLE
