@@ -32,7 +32,11 @@ class BuildNative(build_ext):
     A failed compile leaves no manifest, so the sources run (never a stale build)."""
 
     def run(self) -> None:
-        MANIFEST.unlink(missing_ok=True)
+        # In place (make), the manifest is the checkout's; for a wheel, the one
+        # beside the wheel's modules: a wheel built from a checkout never vouches
+        # for the checkout's own (perhaps older) compiled modules.
+        manifest = MANIFEST if self.inplace else Path(self.build_lib) / "pipeline" / MANIFEST.name
+        manifest.unlink(missing_ok=True)
         try:
             super().run()
         except Exception as exc:  # no compiler, no headers: the pure package still works
@@ -40,16 +44,12 @@ class BuildNative(build_ext):
                 raise
             _warn(f"{type(exc).__name__}: {exc}")
             return
-        digest = native["source_digest"](HERE)
-        MANIFEST.write_text(digest + "\n")
-        if not self.inplace:  # a wheel: the manifest goes beside the compiled modules
-            target = Path(self.build_lib) / "pipeline" / MANIFEST.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(digest + "\n")
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(native["source_digest"](HERE) + "\n")
 
 
 def _extensions() -> list:
-    if os.environ.get("CDIWATCH_PURE", "") not in ("", "0"):
+    if native["pure_requested"]():
         return []
     try:
         from mypyc.build import mypycify

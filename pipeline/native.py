@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["COMPILED", "MANIFEST", "Build", "source_digest", "decide", "select"]
+__all__ = ["COMPILED", "MANIFEST", "Build", "pure_requested", "source_digest", "decide", "select"]
 
 #: The modules mypyc compiles: the per-message path of the workers and of the offline audit.
 COMPILED = tuple(f"pipeline.{name}" for name in (
@@ -50,6 +50,11 @@ class Build(NamedTuple):
 
     compiled: bool
     reason: str  # "compiled", "no build", "asked for (CDIWATCH_PURE=1)", "sources changed since the build"
+
+
+def pure_requested(environ: os._Environ | dict = os.environ) -> bool:
+    """``CDIWATCH_PURE`` set (and not ``0``): build nothing, run the source."""
+    return environ.get(_PURE_ENV, "") not in ("", "0")
 
 
 def _source(name: str, root: Path = _ROOT) -> Path:
@@ -111,7 +116,7 @@ def select() -> Build:
     if _chosen is not None:
         return _chosen
     built = _extension(COMPILED[0]) is not None
-    pure = os.environ.get(_PURE_ENV, "") not in ("", "0")
+    pure = pure_requested()
     manifest = MANIFEST.read_text().strip() if built and MANIFEST.exists() else None
     digest = source_digest() if built and not pure and manifest is not None else None
     _chosen = decide(built, manifest, digest, pure)

@@ -20,7 +20,13 @@ from pipeline import native
 from support import ROOT
 
 BUILT = native.MANIFEST.exists() and native._extension(native.COMPILED[0]) is not None
-PURE = os.environ.get("CDIWATCH_PURE", "") not in ("", "0")
+PURE = native.pure_requested()
+
+
+def test_only_a_set_switch_asks_for_the_source():
+    assert not native.pure_requested({}) and not native.pure_requested({"CDIWATCH_PURE": "0"})
+    assert not native.pure_requested({"CDIWATCH_PURE": ""})
+    assert native.pure_requested({"CDIWATCH_PURE": "1"}) and native.pure_requested({"CDIWATCH_PURE": "yes"})
 
 
 def test_the_choice():

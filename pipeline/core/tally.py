@@ -146,9 +146,9 @@ class IncidentTally:
         shift(self.agg, old, key)
         st.key = key
         if transitions is not None:
-            became_recorded = delay_us is not None and (old is None or old.status not in RECORDED_STATUSES)
+            became_recorded = old is None or old.status not in RECORDED_STATUSES
             transitions.append(Transition(incident_id, old, key, max(0, delay_us) / US
-                                          if became_recorded and delay_us is not None else None))
+                                          if delay_us is not None and became_recorded else None))
 
     def evict(self, st) -> None:
         """The incident is forgotten; what it contributed stays counted."""
