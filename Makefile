@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 APT_PACKAGES := prometheus prometheus-alertmanager chromium stunnel4 openssl
 
 NATIVE := $(VENV)/.native-stamp
-NATIVE_SOURCES := $(wildcard pipeline/core/*.py pipeline/capture/*.py) pipeline/native.py setup.py
+NATIVE_SOURCES := $(wildcard pipeline/core/*.py pipeline/capture/*.py pipeline/stream/*.py) pipeline/native.py setup.py
 # The core's own tests, run once more on the source (CDIWATCH_PURE=1) after the compiled run.
 CORE_TESTS := tests/test_rules.py tests/test_ledger_properties.py tests/test_timers.py tests/test_eventids.py \
               tests/test_validation.py tests/test_layering.py tests/test_native.py

@@ -46,6 +46,19 @@ class BuildNative(build_ext):
             return
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(native["source_digest"](HERE) + "\n")
+        if self.inplace:
+            _remove_unlisted(HERE / "pipeline")
+
+
+def _remove_unlisted(package: Path) -> None:
+    """Delete compiled modules left in the checkout by an earlier build of a
+    module no longer listed: Python would import one before its source."""
+    listed = {Path(*name.split(".")).with_suffix("") for name in COMPILED}
+    for so in package.rglob("*.cpython-*.so"):
+        module = so.relative_to(HERE).with_name(so.name.split(".", 1)[0])
+        if module.name != "_native__mypyc" and module not in listed:
+            so.unlink()
+            print(f"cdiwatch: removed {so.relative_to(HERE)}: that module is no longer compiled", file=sys.stderr)
 
 
 def _extensions() -> list:
@@ -57,10 +70,12 @@ def _extensions() -> list:
         _warn("mypyc is not installed")
         return []
     paths = [str(Path(*name.split(".")).with_suffix(".py")) for name in COMPILED]
-    # msgspec and orjson have no stubs in a build's own environment: their values are Any there
+    # msgspec and orjson have no stubs in a build's own environment: their values are Any there.
+    # Imported modules are analysed for their types, their own errors not reported: the stream
+    # modules import the settings, whose fields pydantic makes at run time (mypy sees none).
     # group_name: the modules' shared library is pipeline/_native__mypyc*.so, inside the package, so
     # that whatever finds the package finds it (an editable install maps only ``pipeline``)
-    return mypycify(["--ignore-missing-imports", *paths], opt_level="3", group_name="pipeline._native")
+    return mypycify(["--ignore-missing-imports", "--follow-imports=silent", *paths], opt_level="3", group_name="pipeline._native")
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildNative})

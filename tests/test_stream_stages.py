@@ -503,13 +503,7 @@ def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_def
     from pipeline.core.events import Arrival, Invalid
     from pipeline.core.validation import Validator
     from pipeline.stream.intake import Intake
-
-    class Router:
-        def __init__(self):
-            self.ops = []
-
-        def add(self, stage, op):
-            self.ops.append(op)
+    from pipeline.stream.transport import KafkaRouter
 
     class Defective:
         """A validator whose batch path raises; one record raises alone too.
@@ -533,10 +527,11 @@ def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_def
     records.insert(20, Record("cc.incidents", 0, 100, None, None))
     outcomes = {}
     for name, validator in (("batch", Validator()), ("fallback", Defective())):
-        router, errors = Router(), []
+        router, errors = KafkaRouter(s.partitions), []
         Intake(s.core().topics, validator, router).handle("cc.incidents", records, lambda *a: errors.append(a))
-        outcomes[name] = ([(type(op).__name__, op.offset) for op in router.ops], [e[2] for e in errors])
-        assert all(type(op) in (Arrival, Invalid) for op in router.ops)
+        ops = [op for target in router.ops.values() for op in target]  # gathered per event-stage partition
+        outcomes[name] = (sorted((type(op).__name__, op.offset) for op in ops), [e[2] for e in errors])
+        assert all(type(op) in (Arrival, Invalid) for op in ops)
     batch_ops, batch_errors = outcomes["batch"]
     fallback_ops, fallback_errors = outcomes["fallback"]
     assert batch_errors == [] and fallback_errors == [99]  # only the record that itself fails

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable, Protocol
 
 from ..core.config import InputTopics
-from ..core.events import Arrival, Invalid, Rejection
-from ..core.validation import Validator
+from ..core.events import Arrival, CrimeEvent, IncidentEvent, Invalid, Rejection
 from .deadletters import deadletter_record
 from .transport import KafkaRouter
 
 __all__ = ["Intake"]
 
 logger = logging.getLogger(__name__)
+
+
+class BatchValidator(Protocol):
+    """What intake needs of :class:`~pipeline.core.validation.Validator` (a test wraps one)."""
+
+    def validate(self, side: str, raw: bytes, now: int) -> IncidentEvent | CrimeEvent | Rejection: ...
+
+    def validate_many(self, side: str, raws: list[bytes], now: int) -> list[IncidentEvent | CrimeEvent | Rejection]:
+        ...
 
 
 class Intake:
@@ -32,12 +41,12 @@ class Intake:
     record whose handling raised (a defect): it becomes a ``processing_error``.
     """
 
-    def __init__(self, topics: InputTopics, validator: Validator, router: KafkaRouter) -> None:
+    def __init__(self, topics: InputTopics, validator: BatchValidator, router: KafkaRouter) -> None:
         self.topics = topics
         self.validator = validator
         self.router = router
 
-    def handle(self, topic: str, records, on_error) -> int:
+    def handle(self, topic: str, records: list, on_error: Callable[..., None]) -> int:
         """Route one fetched batch of one input partition; the number of records.
 
         The batch is validated at once (:meth:`Validator.validate_many`: its
@@ -45,6 +54,7 @@ class Intake:
         validated alone, so that only a record that itself fails becomes a
         ``processing_error``."""
         side = self.topics.side_of(topic)
+        assert side is not None  # the runner hands over input topics only
         now = time.time_ns() // 1000
         validator = self.validator
         add = self.router.add
@@ -59,7 +69,7 @@ class Intake:
         for i, r in enumerate(records):
             try:
                 result = validator.validate(side, values[i], now) if results is None else results[i]
-                if type(result) is Rejection:
+                if isinstance(result, Rejection):
                     key, record = deadletter_record(topic, r.partition, r.offset, r.key, r.value, result.reason,
                                                     result.detail, now)
                     add("event", Invalid(side, r.partition, r.offset, result.reason, key, record))

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable, Union
 
 import msgspec
 
 from ..core.config import CoreConfig
+from ..core.crimes import CrimeChanges
 from ..core.events import Arrival, CrimeEvent, IncidentEvent, Invalid, Link, Notice, Rewind, Stale
+from ..core.incidents import IncidentChanges
 from ..core.stages import CrimeStage, EventStage, IncidentStage
 from ..core.vocabulary import SIDES
 from .codec import decode_batch, decode_crime, decode_incident, encode_crime, encode_incident
@@ -38,7 +40,9 @@ _int_decoder = msgspec.msgpack.Decoder(int)
 _ID_PREFIX = {side: b"e:" + side[0].encode() + b":" for side in SIDES}
 
 #: on_error(stage, record, op, exc): a message whose processing raised.
-ErrorHandler = Callable[[str, object, object, BaseException], None]
+ErrorHandler = Callable[[str, Any, Any, BaseException], None]
+#: A changelog record: key, value (None deletes).
+Change = tuple[bytes, Union[bytes, None]]
 
 
 class StagePartition:
@@ -46,13 +50,13 @@ class StagePartition:
 
     stage_name = ""
 
-    def __init__(self, partition: int, stage) -> None:
+    def __init__(self, partition: int, stage: EventStage | IncidentStage | CrimeStage) -> None:
         self.partition = partition
         self.stage = stage
         self.next_offset = 0  # the offset of the next record to apply (a checkpoint's ``next``)
         self.dirty = False
 
-    def process(self, record, on_error: ErrorHandler) -> bool:
+    def process(self, record: Any, on_error: ErrorHandler) -> bool:
         """Apply one record of the stage's input partition; False (and nothing
         done) when it comes after records not applied yet.
 
@@ -92,10 +96,10 @@ class StagePartition:
             self.next_offset = offset
             self.dirty = True
 
-    def dispatch(self, op) -> None:  # pragma: no cover - abstract
+    def dispatch(self, op: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def collect(self) -> list[tuple[bytes, bytes | None]]:  # pragma: no cover - abstract
+    def collect(self) -> list[Change]:  # pragma: no cover - abstract
         """The state records changed since the last collect (and send the stage's messages)."""
         raise NotImplementedError
 
@@ -112,43 +116,45 @@ class EventPartition(StagePartition):
     stage_name = "event"
 
     def __init__(self, partition: int, config: CoreConfig, router: KafkaRouter) -> None:
-        super().__init__(partition, EventStage(config, router))
+        self.events = events = EventStage(config, router)  # self.stage, typed
+        super().__init__(partition, events)
         self.deadletters: Counter = Counter()  # (side, reason) published since the last collect
 
-    def dispatch(self, op) -> None:
+    def dispatch(self, op: Any) -> None:
         t = type(op)
         if t is Arrival:
-            self.stage.arrive(op.event, op.partition, op.offset)
+            self.events.arrive(op.event, op.partition, op.offset)
         elif t is Invalid:
-            if self.stage.reject(op.side, op.partition, op.offset, op.key, op.deadletter):
+            if self.events.reject(op.side, op.partition, op.offset, op.key, op.deadletter):
                 self.deadletters[(op.side, op.reason)] += 1
         elif t is Rewind:
-            self.stage.rewind(op.side, op.partition, op.offset)
+            self.events.rewind(op.side, op.partition, op.offset)
         else:
             raise TypeError(f"the event stage takes no {t.__name__}")
 
-    def collect(self) -> list[tuple[bytes, bytes | None]]:
-        added, removed = self.stage.ids.drain()
+    def collect(self) -> list[Change]:
+        added, removed = self.events.ids.drain()
         encode = _int_encoder.encode
-        out = [(_ID_PREFIX[side] + event_id.encode("utf-8"), encode(at)) for side, event_id, at in added]
+        out: list[Change] = [(_ID_PREFIX[side] + event_id.encode("utf-8"), encode(at))
+                                                 for side, event_id, at in added]
         out.extend((_ID_PREFIX[side] + event_id.encode("utf-8"), None) for side, event_id in removed)
         return out
 
     def load(self, rec: Recovered) -> None:
         ids = [(side, event_id, at) for side, prefix in _ID_PREFIX.items()
                for event_id, at in _readable(rec, prefix, _int_decoder.decode).items()]
-        self.stage.load(ids, rec.meta)
+        self.events.load(ids, rec.meta)
         self.next_offset = rec.next_offset or 0
 
-    def counts(self) -> dict[str, Counter]:
-        return self.stage.ids.counts
+    def counts(self) -> dict[str, Any]:
+        return self.events.ids.counts
 
     def counts_now(self) -> dict[str, dict]:
         """A copy of the counts (the runner's metrics count what a batch adds)."""
         return {side: dict(c) for side, c in self.counts().items()}
 
     def max_time(self) -> int | None:
-        return self.stage.ids.max_time
+        return self.events.ids.max_time
 
 
 class IncidentPartition(StagePartition):
@@ -157,12 +163,13 @@ class IncidentPartition(StagePartition):
     stage_name = "incident"
 
     def __init__(self, partition: int, config: CoreConfig, router: KafkaRouter) -> None:
-        super().__init__(partition, IncidentStage(config, router))
-        self.changes = None  # the last collect's IncidentChanges, for metrics and views
+        self.incidents = incidents = IncidentStage(config, router)  # self.stage, typed
+        super().__init__(partition, incidents)
+        self.changes: IncidentChanges | None = None  # the last collect's, for metrics and views
 
-    def dispatch(self, op) -> None:
+    def dispatch(self, op: Any) -> None:
         t = type(op)
-        stage = self.stage
+        stage = self.incidents
         if t is IncidentEvent:
             stage.event(op)
         elif t is Link:
@@ -172,22 +179,23 @@ class IncidentPartition(StagePartition):
         else:
             raise TypeError(f"the incident stage takes no {t.__name__}")
 
-    def collect(self) -> list[tuple[bytes, bytes | None]]:
-        ch = self.changes = self.stage.flush()
+    def collect(self) -> list[Change]:
+        ch = self.changes = self.incidents.flush()
         if ch is None:
             return []
-        states = self.stage.ledger.incidents
-        out = [(b"i:" + i.encode("utf-8"), encode_incident(states[i])) for i in ch.touched if i in states]
+        states = self.incidents.ledger.incidents
+        out: list[Change] = [(b"i:" + i.encode("utf-8"), encode_incident(states[i]))
+                                                 for i in ch.touched if i in states]
         out.extend((b"i:" + i.encode("utf-8"), None) for i in ch.evicted)
         return out
 
     def load(self, rec: Recovered) -> None:
-        self.stage.load(_readable(rec, b"i:", decode_incident), rec.meta)
-        self.stage.ledger.drain()
+        self.incidents.load(_readable(rec, b"i:", decode_incident), rec.meta)
+        self.incidents.ledger.drain()
         self.next_offset = rec.next_offset or 0
 
     def max_time(self) -> int | None:
-        return self.stage.ledger.max_time
+        return self.incidents.ledger.max_time
 
 
 class CrimePartition(StagePartition):
@@ -196,12 +204,13 @@ class CrimePartition(StagePartition):
     stage_name = "crime"
 
     def __init__(self, partition: int, config: CoreConfig, router: KafkaRouter) -> None:
-        super().__init__(partition, CrimeStage(config, router))
-        self.changes = None
+        self.crimes = crimes = CrimeStage(config, router)  # self.stage, typed
+        super().__init__(partition, crimes)
+        self.changes: CrimeChanges | None = None  # the last collect's, for metrics
 
-    def dispatch(self, op) -> None:
+    def dispatch(self, op: Any) -> None:
         t = type(op)
-        stage = self.stage
+        stage = self.crimes
         if t is CrimeEvent:
             stage.event(op)
         elif t is Notice:
@@ -211,22 +220,23 @@ class CrimePartition(StagePartition):
         else:
             raise TypeError(f"the crime stage takes no {t.__name__}")
 
-    def collect(self) -> list[tuple[bytes, bytes | None]]:
-        ch = self.changes = self.stage.flush()
+    def collect(self) -> list[Change]:
+        ch = self.changes = self.crimes.flush()
         if ch is None:
             return []
-        states = self.stage.ledger.crimes
-        out = [(b"c:" + i.encode("utf-8"), encode_crime(states[i])) for i in ch.touched if i in states]
+        states = self.crimes.ledger.crimes
+        out: list[Change] = [(b"c:" + i.encode("utf-8"), encode_crime(states[i]))
+                                                 for i in ch.touched if i in states]
         out.extend((b"c:" + i.encode("utf-8"), None) for i in ch.evicted)
         return out
 
     def load(self, rec: Recovered) -> None:
-        self.stage.load(_readable(rec, b"c:", decode_crime), rec.meta)
-        self.stage.ledger.drain()
+        self.crimes.load(_readable(rec, b"c:", decode_crime), rec.meta)
+        self.crimes.ledger.drain()
         self.next_offset = rec.next_offset or 0
 
     def max_time(self) -> int | None:
-        return self.stage.ledger.max_time
+        return self.crimes.ledger.max_time
 
 
 PARTITION_TYPES = {"event": EventPartition, "incident": IncidentPartition, "crime": CrimePartition}

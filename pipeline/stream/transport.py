@@ -10,6 +10,8 @@ checkpoint.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Rewind, Stale
 from ..core.routing import key_of, partition_for
 from .codec import encode_batch
@@ -26,11 +28,11 @@ class KafkaRouter:
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
-        self.ops: dict[tuple[str, int], list] = {}
+        self.ops: dict[tuple[str, int], list[Any]] = {}
         self.alerts: list[Alert] = []
         self.deadletters: list[tuple[bytes | None, bytes]] = []
 
-    def add(self, stage: str, op) -> None:
+    def add(self, stage: str, op: Any) -> None:
         """One message to the partition of ``stage`` that owns its key."""
         target = (stage, partition_for(key_of(op), self.partitions))
         ops = self.ops.get(target)
@@ -88,7 +90,7 @@ class KafkaRouter:
         return [(stage, p, record) for stage in stages for p in range(self.partitions)]
 
 
-def _encode(t: int | None, ops: list) -> list[bytes]:
+def _encode(t: int | None, ops: list[Any]) -> list[bytes]:
     """Records for a partition's messages, halved until none passes :data:`MAX_BATCH_BYTES`
     (one message is at most ~90 KB: a dead letter, or a crime naming 100 long ids)."""
     value = encode_batch(t, ops)

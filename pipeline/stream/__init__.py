@@ -1,0 +1,1 @@
+"""The worker: the stream layer around the core (see docs/architecture.md)."""
