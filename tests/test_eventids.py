@@ -95,10 +95,30 @@ def test_a_restored_partition_drops_the_ids_expired_by_its_watermark():
     assert ids.claim(INCIDENTS, "old", 6 * HOUR) == FIRST
     assert ids.claim(INCIDENTS, "kept", 10 * HOUR) == FIRST
     added, _ = ids.drain()
+    assert added == {(INCIDENTS, ids.bucket_of(6 * HOUR)): ["old"], (INCIDENTS, ids.bucket_of(10 * HOUR)): ["kept"]}
+    persisted = [(side, bucket, event_ids) for (side, bucket), event_ids in added.items()]
     assert ids.held(INCIDENTS) == {"old", "kept"}  # W = 9:50, before the end of old's bucket
     same = EventIds(PARAMS)
-    same.load(added, ids.meta())
+    same.load(persisted, ids.meta())
     assert same.held(INCIDENTS) == {"old", "kept"}
     later = EventIds(PARAMS)
-    later.load(added, {**ids.meta(), "max_time": 10 * HOUR + 20 * MINUTE})  # W = 10:10
+    later.load(persisted, {**ids.meta(), "max_time": 10 * HOUR + 20 * MINUTE})  # W = 10:10
     assert later.held(INCIDENTS) == {"kept"}
+
+
+def test_drain_gives_ids_by_bucket_then_the_buckets_forgotten():
+    """What persistence writes: each bucket's new ids together, and a bucket
+    forgotten as a whole (one delete per bucket, not one per id), also when
+    its ids were added since the last drain."""
+    ids = EventIds(PARAMS)  # id retention 3 h, lateness 10 min
+    ids.claim(INCIDENTS, "a", 6 * HOUR)
+    ids.claim(INCIDENTS, "b", 6 * HOUR + MINUTE)
+    ids.claim(CRIMES, "c", 6 * HOUR)
+    bucket = ids.bucket_of(6 * HOUR)
+    assert ids.drain() == ({(INCIDENTS, bucket): ["a", "b"], (CRIMES, bucket): ["c"]}, [])
+    ids.claim(INCIDENTS, "d", 6 * HOUR + 2 * MINUTE)
+    ids.observe(11 * HOUR)  # W = 10:50: the bucket ending at 10 h has expired, on both feeds
+    added, removed = ids.drain()
+    assert added == {(INCIDENTS, bucket): ["d"]}
+    assert sorted(removed) == sorted([(INCIDENTS, bucket), (CRIMES, bucket)])
+    assert ids.held(INCIDENTS) == set() and ids.drain() == ({}, [])

@@ -81,8 +81,10 @@ class EventIds:
         self.counts: dict[str, Counts] = {side: Counts() for side in SIDES}
         self.forgotten: Counter = Counter()  # ids expired per feed (still counted as valid)
         self.max_time: int | None = None
-        self.added: list[tuple[str, str, int]] = []  # (side, event_id, at) since the last drain
-        self.removed: list[tuple[str, str]] = []     # (side, event_id) forgotten since the last drain
+        # Since the last drain, per expiry bucket: the ids added, and the buckets
+        # forgotten (persistence writes and deletes a bucket's ids together).
+        self.added: dict[tuple[str, int], list[str]] = {}  # (side, bucket) -> event ids
+        self.removed: list[tuple[str, int]] = []           # (side, bucket)
         # expiry buckets: per feed, bucket -> id keys; a heap of the buckets
         self._buckets: dict[str, dict[int, list[int]]] = {side: {} for side in SIDES}
         self._bucket_heap: list[int] = []
@@ -91,6 +93,11 @@ class EventIds:
     @property
     def watermark(self) -> int | None:
         return watermark(self.max_time, self.lateness)
+
+    def bucket_of(self, at: int) -> int:
+        """The expiry bucket of an id whose event happened at ``at``: the id is
+        forgotten with the bucket, once the watermark has passed its end."""
+        return (at + self.retention) // _BUCKET
 
     def stale(self, at: int) -> bool:
         """True when an event this old may have been forgotten: absence proves nothing."""
@@ -116,9 +123,13 @@ class EventIds:
         if expiry <= max_time - self.lateness:
             return STALE
         seen.add(key)
-        if self.track:
-            self.added.append((side, event_id, at))
         bucket = expiry // _BUCKET
+        if self.track:
+            added = self.added.get((side, bucket))
+            if added is None:
+                self.added[(side, bucket)] = [event_id]
+            else:
+                added.append(event_id)
         keys = self._buckets[side].get(bucket)
         if keys is None:
             keys = self._new_bucket(side, bucket)
@@ -163,43 +174,51 @@ class EventIds:
 
     def _forget(self, bucket: int, side: str) -> None:
         keys = self._buckets[side].pop(bucket, None)
-        if not keys:
+        if keys is None:
             return
+        if self.track:
+            self.removed.append((side, bucket))
         seen = self.seen[side]
         before = len(seen)
         seen.difference_update(keys)
         self.forgotten[side] += before - len(seen)
-        if self.track:
-            self.removed.extend((side, event_id_of(key)) for key in keys)
 
-    def drain(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
-        """Ids added and forgotten since the last drain, for persistence."""
+    def drain(self) -> tuple[dict[tuple[str, int], list[str]], list[tuple[str, int]]]:
+        """For persistence, since the last drain: the ids added, by ``(side,
+        bucket)``, then the buckets forgotten (a bucket can be in both: its ids
+        were added, then it expired; delete after writing)."""
         added, removed = self.added, self.removed
-        self.added, self.removed = [], []
+        self.added, self.removed = {}, []
         return added, removed
 
     # ------------------------------------------------------------- persistence
-    def load(self, ids: list[tuple[str, str, int]], meta: dict | None) -> None:
-        """Rebuild from persisted ids and the partition's meta (counts, watermark
-        source). Ids that had expired by then are dropped."""
+    def load(self, buckets: list[tuple[str, int, list[str]]], meta: dict | None) -> list[tuple[str, int]]:
+        """Rebuild from persisted ids, ``(side, bucket, event ids)``, and the
+        partition's meta (counts, watermark source). Buckets that had expired
+        by then are dropped: returns them, ``(side, bucket)``, for persistence
+        to delete."""
         if meta:
             self.max_time = meta.get("max_time")
             self.forgotten.update(meta.get("forgotten", {}))
             for side in SIDES:
                 self.counts[side].update(meta.get("counts", {}).get(side, {}))
         w = self.watermark
-        for side, event_id, at in ids:
-            bucket = (at + self.retention) // _BUCKET
+        dropped: list[tuple[str, int]] = []
+        for side, bucket, event_ids in buckets:
             if w is not None and (bucket + 1) * _BUCKET <= w:
+                dropped.append((side, bucket))
                 continue
-            key = id_key(event_id)
-            if key in self.seen[side]:
-                continue
-            self.seen[side].add(key)
+            seen = self.seen[side]
             bucket_keys = self._buckets[side].get(bucket)
-            if bucket_keys is None:
-                bucket_keys = self._new_bucket(side, bucket)
-            bucket_keys.append(key)
+            for event_id in event_ids:
+                key = id_key(event_id)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if bucket_keys is None:
+                    bucket_keys = self._new_bucket(side, bucket)
+                bucket_keys.append(key)
+        return dropped
 
     def meta(self) -> dict:
         return {"max_time": self.max_time, "forgotten": dict(self.forgotten),

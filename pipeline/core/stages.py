@@ -118,9 +118,10 @@ class EventStage:
     def meta(self) -> dict:
         return {**self.ids.meta(), "positions": self.positions}
 
-    def load(self, ids: list, meta: dict | None) -> None:
-        self.ids.load(ids, meta)
+    def load(self, ids: list, meta: dict | None) -> list[tuple[str, int]]:
+        """Rebuild (see :meth:`EventIds.load`); the expired buckets it dropped."""
         self.positions = dict((meta or {}).get("positions", {}))
+        return self.ids.load(ids, meta)
 
 
 class IncidentStage:

@@ -25,19 +25,14 @@ from ..core.crimes import CrimeChanges
 from ..core.events import Arrival, CrimeEvent, IncidentEvent, Invalid, Link, Notice, Rewind, Stale
 from ..core.incidents import IncidentChanges
 from ..core.stages import CrimeStage, EventStage, IncidentStage
-from ..core.vocabulary import SIDES
 from .codec import decode_batch, decode_crime, decode_incident, encode_crime, encode_incident
+from .idlog import IdLog
 from .store import Recovered
 from .transport import KafkaRouter
 
 __all__ = ["StagePartition", "EventPartition", "IncidentPartition", "CrimePartition", "PARTITION_TYPES"]
 
 logger = logging.getLogger(__name__)
-_int_encoder = msgspec.msgpack.Encoder()
-_int_decoder = msgspec.msgpack.Decoder(int)
-
-#: The changelog key of an event id: ``e:{first letter of its side}:{event id}``.
-_ID_PREFIX = {side: b"e:" + side[0].encode() + b":" for side in SIDES}
 
 #: on_error(stage, record, op, exc): a message whose processing raised.
 ErrorHandler = Callable[[str, Any, Any, BaseException], None]
@@ -119,6 +114,7 @@ class EventPartition(StagePartition):
         self.events = events = EventStage(config, router)  # self.stage, typed
         super().__init__(partition, events)
         self.deadletters: Counter = Counter()  # (side, reason) published since the last collect
+        self.idlog = IdLog()  # how the ids are written to the changelog
 
     def dispatch(self, op: Any) -> None:
         t = type(op)
@@ -134,16 +130,12 @@ class EventPartition(StagePartition):
 
     def collect(self) -> list[Change]:
         added, removed = self.events.ids.drain()
-        encode = _int_encoder.encode
-        out: list[Change] = [(_ID_PREFIX[side] + event_id.encode("utf-8"), encode(at))
-                                                 for side, event_id, at in added]
-        out.extend((_ID_PREFIX[side] + event_id.encode("utf-8"), None) for side, event_id in removed)
-        return out
+        return self.idlog.changes(added, removed)
 
     def load(self, rec: Recovered) -> None:
-        ids = [(side, event_id, at) for side, prefix in _ID_PREFIX.items()
-               for event_id, at in _readable(rec, prefix, _int_decoder.decode).items()]
-        self.events.load(ids, rec.meta)
+        ids, unreadable = self.idlog.read(rec.values, self.events.ids.bucket_of)
+        rec.unreadable += unreadable
+        self.idlog.expired(self.events.load(ids, rec.meta))
         self.next_offset = rec.next_offset or 0
 
     def counts(self) -> dict[str, Any]:
