@@ -537,3 +537,40 @@ def test_intake_validates_a_batch_at_once_and_falls_back_to_each_record_on_a_def
     assert batch_errors == [] and fallback_errors == [99]  # only the record that itself fails
     assert fallback_ops == [op for op in batch_ops if op[1] != 99]
     assert ("Invalid", 100) in batch_ops and ("Invalid", 99) in batch_ops and len(batch_ops) == 52
+
+
+def test_a_batch_freezes_what_survived_it_and_the_full_collection_frees_garbage_cycles_in_time():
+    """The runner freezes the survivors of each batch for the cyclic collector
+    (the ledgers' state is not walked again and again); a garbage cycle that
+    was alive at a freeze is freed by the next full collection, not never."""
+    import gc
+    import weakref
+
+    from pipeline.stream.metrics import Metrics
+    from pipeline.stream.outbox import Outbox
+    from pipeline.stream.runner import Runner
+    from pipeline.stream.views import ViewPublisher
+
+    s = Settings()
+    outbox = Outbox({}, "test")
+    runner = Runner(s, Metrics(), outbox, ViewPublisher("views", s.partitions, outbox), {}, "w1")
+
+    class Node:
+        pass
+
+    gc.unfreeze()
+    try:
+        node = Node()
+        node.me = node  # a cycle: only the cyclic collector frees it
+        ref = weakref.ref(node)
+        runner._freeze()  # the end of a batch, the cycle still in use
+        del node
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert ref() is not None  # frozen: no collection walks it
+        runner._full_collection_at = 0.0  # the full collection is due
+        runner._freeze()
+        assert ref() is None
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

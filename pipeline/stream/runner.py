@@ -33,6 +33,7 @@ consumer back (:meth:`Runner._gap`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -63,6 +64,9 @@ logger = logging.getLogger(__name__)
 # watermark moved, so that an overdue alert there is not held back by the
 # slower audit tick; one broadcast is a record per stage partition.
 WATERMARK_INTERVAL = 0.02
+
+# How often (seconds) the cyclic garbage collector walks everything (see Runner._freeze).
+FULL_COLLECTION_INTERVAL = 600.0
 
 
 class Runner:
@@ -97,6 +101,7 @@ class Runner:
         self.last_batch = 0.0
         self.stopping = False
         self.fault = FaultPlan(settings.test_fault)
+        self._full_collection_at = time.monotonic() + FULL_COLLECTION_INTERVAL
         self.handover = Handover(self)  # rebalances: partitions given up, taken over, recovery retried
 
     # ------------------------------------------------------------------ lifecycle
@@ -199,6 +204,21 @@ class Runner:
             except KafkaError as exc:  # rebalanced meanwhile: positions and checkpoints keep it exact
                 logger.info("commit after a batch failed (%s); the next owner re-reads, nothing counts twice",
                             type(exc).__name__)
+        self._freeze()
+
+    def _freeze(self) -> None:
+        """After a batch: what is alive now is the ledgers' state, which lives long,
+        so the cyclic collector stops walking it (``gc.freeze``), and walks only
+        what the next batches make: it took 4% of a worker's time walking the
+        state again and again. Garbage cycles among frozen objects (an asyncio
+        future's, say) wait for the next full collection, every
+        :data:`FULL_COLLECTION_INTERVAL`; 0.2 s with a month of state."""
+        now = time.monotonic()
+        if now >= self._full_collection_at:
+            self._full_collection_at = now + FULL_COLLECTION_INTERVAL
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
 
     def _give_back(self, tp: TopicPartition, offset: int) -> None:
         """Records of a stage partition this worker does not own: not applied, and
