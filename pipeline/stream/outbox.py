@@ -46,7 +46,10 @@ class Outbox:
         #: a record whose key, value and headers add up to less than this fits in a
         #: batch of its own (a batch's and a record's framing take under 200 bytes).
         self._surely_fits = max_request_size - 1024
-        self._config = dict(client_options, client_id=client_id, acks="all", linger_ms=2,
+        # linger 0: a worker sends a batch's records all at once and then waits
+        # for them (flush), so waiting for more records to come only delays each
+        # flush (2 ms twice a batch: 4% of a worker's time on the benchmark).
+        self._config = dict(client_options, client_id=client_id, acks="all", linger_ms=0,
                             max_batch_size=max_request_size, max_request_size=max_request_size,
                             request_timeout_ms=30_000, enable_idempotence=False)
         self.producer: AIOKafkaProducer | None = None
