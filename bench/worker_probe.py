@@ -39,7 +39,7 @@ def _probe_batches(path: str) -> None:
 
     original = runner.Runner.process
     state = {"first": None, "ends": deque(maxlen=256), "batches": 0, "busy": False, "gc_first": None,
-             "gc": deque(maxlen=256)}
+             "gc": deque(maxlen=256), "in_batches": 0.0, "in_batches_cpu": 0.0}
     tmp = path + ".tmp"
     gc_seconds = [0.0, 0.0]  # the current collection's start, the total so far
 
@@ -61,7 +61,10 @@ def _probe_batches(path: str) -> None:
                 state["gc_first"] = gc_seconds[1]
         state["busy"] = True
         write()
+        t0, c0 = time.perf_counter(), time.thread_time()
         result = await original(self, batch)
+        state["in_batches"] += time.perf_counter() - t0
+        state["in_batches_cpu"] += time.thread_time() - c0
         state["ends"].append(time.time())
         state["gc"].append(gc_seconds[1])
         state["batches"] += 1
@@ -72,7 +75,8 @@ def _probe_batches(path: str) -> None:
     def write() -> None:
         with open(tmp, "w") as fh:
             json.dump({"first": state["first"], "ends": list(state["ends"]), "batches": state["batches"],
-                       "busy": state["busy"], "gc_first": state["gc_first"], "gc": list(state["gc"])}, fh)
+                       "busy": state["busy"], "gc_first": state["gc_first"], "gc": list(state["gc"]),
+                       "in_batches": state["in_batches"], "in_batches_cpu": state["in_batches_cpu"]}, fh)
         os.replace(tmp, path)
 
     runner.Runner.process = process

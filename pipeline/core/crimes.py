@@ -31,19 +31,25 @@ __all__ = ["CrimeLedger", "CrimeState", "CrimeChanges"]
 _NOT_COUNTED: Final = CrimeKey(False, False, False, False)
 
 
-@dataclass(slots=True)
 class CrimeState:
-    """One crime. Persisted: all but ``key`` and ``timer``, which are derived."""
+    """One crime. Persisted: all but ``key`` and ``timer``, which are derived.
+    (A plain class, as :class:`~pipeline.core.incident.IncidentState` is, for its compiled ``__init__``.)"""
 
-    event_ids: list = field(default_factory=list)
-    recorded_at: int | None = None
-    links: list = field(default_factory=list)  # incident ids, in the order first named
-    seen: list = field(default_factory=list)   # linked incident ids known to be seen
-    cancelled: bool = False
-    cancelled_without_reason: bool = False
-    last_at: int = 0
-    key: CrimeKey | None = None
-    timer: int | None = None
+    def __init__(self, event_ids: list | None = None, recorded_at: int | None = None, links: list | None = None,
+                 seen: list | None = None, cancelled: bool = False, cancelled_without_reason: bool = False,
+                 last_at: int = 0) -> None:
+        self.event_ids: list = [] if event_ids is None else event_ids
+        self.recorded_at = recorded_at
+        self.links: list = [] if links is None else links  # incident ids, in the order first named
+        self.seen: list = [] if seen is None else seen     # linked incident ids known to be seen
+        self.cancelled = cancelled
+        self.cancelled_without_reason = cancelled_without_reason
+        self.last_at = last_at
+        self.key: CrimeKey | None = None
+        self.timer: int | None = None
+
+    def __repr__(self) -> str:
+        return f"CrimeState(event_ids={self.event_ids!r}, recorded_at={self.recorded_at!r}, links={self.links!r})"
 
     def persisted(self) -> tuple:
         return (self.event_ids, self.recorded_at, self.links, self.seen, self.cancelled,
