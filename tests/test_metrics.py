@@ -37,6 +37,19 @@ def test_each_incident_is_required_recorded_and_breached_once():
     assert value(m, "cdi_recording_delay_seconds_count", category="rape") == 3
 
 
+def test_the_same_move_counts_each_time_in_a_batch_and_across_batches():
+    """The steps of a move are worked out once per (old, new) pair: every
+    transition still counts, and its delay is observed when it became recorded."""
+    m = Metrics()
+    moves = [Transition(i, key("pending"), key("on_time"), delay_s=60) for i in "ABC"]
+    m.observe_transitions(moves)
+    m.observe_transitions(moves[:2] + [Transition("D", key("on_time"), key("on_time", channel="online"))])
+    labels = {"category": "rape", "district": "Medway"}
+    assert value(m, "cdi_incidents_recorded_total", timeliness="on_time", **labels) == 5
+    assert value(m, "cdi_recording_delay_seconds_count", category="rape") == 5  # not D: it was recorded already
+    assert value(m, "cdi_incidents_required_total", channel="999", **labels) == 0  # pending was required already
+
+
 def test_exemptions_and_cancellations_have_their_reasons():
     m = Metrics()
     m.observe_transitions([Transition("D", key("pending"), key("exempt", reason="no_crime"))])

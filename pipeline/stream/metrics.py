@@ -34,6 +34,7 @@ __all__ = ["Metrics", "StateCollector", "district_label", "OTHER_DISTRICT"]
 disable_created_metrics()
 
 OTHER_DISTRICT = "other"
+_STEPS_MAX = 100_000
 DELAY_BUCKETS = (60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 18 * 3600,
                  24 * 3600, 36 * 3600, 48 * 3600, 72 * 3600, 7 * 86400)
 
@@ -79,6 +80,9 @@ class Metrics:
         for stage in ("intake", "event", "incident", "crime"):
             self.processing_errors.labels(stage)
         self._children: dict = {}
+        # (old, new) contribution -> what the move counts (see _steps_of); bounded:
+        # the keys are interned, and it is cleared at _STEPS_MAX entries anyway
+        self._steps: dict = {}
 
     def observe_transitions(self, transitions: Iterable[Transition]) -> None:
         """Counter increments for status changes decided by this process.
@@ -88,32 +92,50 @@ class Metrics:
         ``labels()`` call costs a lookup under a lock."""
         steps: Counter = Counter()  # (family, labels) -> n
         delays = []
+        memo = self._steps
         for t in transitions:
-            new, old = t.new, t.old
+            new = t.new
             if new is None:
                 continue
-            status, category, district, channel, reason = new
-            district = district_label(district)
-            old_status = old.status if old else None
-            if status in REQUIRED_STATUSES and old_status not in REQUIRED_STATUSES:
-                steps[(self.required, (category, district, channel))] += 1
-            if status in RECORDED_STATUSES and old_status not in RECORDED_STATUSES:
-                steps[(self.recorded, (category, district, status))] += 1
-                if t.delay_s is not None:
-                    delays.append((category, t.delay_s))
-            # Breached: the deadline passed with no record. Usually seen as the
-            # move to overdue; a record that arrives already late without the
-            # incident having been seen overdue (lateness, batching) breached too.
-            if (status == OVERDUE and old_status != OVERDUE) or \
-                    (status == LATE and old_status not in (OVERDUE, LATE)):
-                steps[(self.breached, (category, district, channel))] += 1
-            if status == EXEMPT and old_status != EXEMPT:
-                steps[(self.exempt, (category, reason))] += 1
+            # Contributions are interned (a few hundred), so the steps of a move
+            # are worked out once per (old, new) pair.
+            pair = (t.old, new)
+            got = memo.get(pair)
+            if got is None:
+                if len(memo) >= _STEPS_MAX:
+                    memo.clear()
+                got = memo[pair] = self._steps_of(t.old, new)
+            counted, became_recorded = got
+            steps.update(counted)
+            if became_recorded and t.delay_s is not None:
+                delays.append((new.category, t.delay_s))
         child = self.child
         for (family, labels), n in steps.items():
             child(family, labels).inc(n)
         for category, delay_s in delays:
             child(self.delay, (category,)).observe(delay_s)
+
+    def _steps_of(self, old: Contribution | None, new: Contribution) -> tuple[tuple, bool]:
+        """The counters a move from ``old`` to ``new`` adds one to, ``((family,
+        labels), ...)``, and whether the incident became recorded (its delay is observed)."""
+        status, category, district, channel, reason = new
+        district = district_label(district)
+        old_status = old.status if old else None
+        out = []
+        if status in REQUIRED_STATUSES and old_status not in REQUIRED_STATUSES:
+            out.append((self.required, (category, district, channel)))
+        became_recorded = status in RECORDED_STATUSES and old_status not in RECORDED_STATUSES
+        if became_recorded:
+            out.append((self.recorded, (category, district, status)))
+        # Breached: the deadline passed with no record. Usually seen as the
+        # move to overdue; a record that arrives already late without the
+        # incident having been seen overdue (lateness, batching) breached too.
+        if (status == OVERDUE and old_status != OVERDUE) or \
+                (status == LATE and old_status not in (OVERDUE, LATE)):
+            out.append((self.breached, (category, district, channel)))
+        if status == EXEMPT and old_status != EXEMPT:
+            out.append((self.exempt, (category, reason)))
+        return tuple(out), became_recorded
 
     def observe_cancellations(self, reasons: Iterable[str | None]) -> None:
         for reason, n in Counter(reason or "none" for reason in reasons).items():
