@@ -793,3 +793,16 @@ def test_recording_rate_interval_contains_the_rate_at_zero_and_one(total):
         sc.recorded(f"C{i}", [f"I{i}"], at=1)
     rate = sc.audit()["recording_rate"]
     assert rate["value"] == 1.0 and rate["high"] == 1.0 and rate["low"] < 1.0
+
+
+def test_a_key_goes_to_its_crc32_partition_a_lone_surrogate_included():
+    """Stage partitions are CRC-32 of the key's UTF-8 (internal, but it must not
+    change between releases: a new hash would need new internal topics), and
+    a key no UTF-8 encoder takes (a lone surrogate) is routed, not raised."""
+    import zlib
+
+    from pipeline.core.routing import partition_for
+
+    assert partition_for("KNT-20260106-000003", 6) == zlib.crc32(b"KNT-20260106-000003") % 6
+    assert partition_for("anything", 1) == 0
+    assert partition_for("a\ud800", 6) == zlib.crc32("a\ud800".encode("utf-8", "surrogatepass")) % 6

@@ -12,7 +12,7 @@ internal). Changing it, or the partition count, needs fresh internal topics.
 
 from __future__ import annotations
 
-import zlib
+from zlib import crc32
 
 from .events import Arrival, CrimeEvent, IncidentEvent, Invalid, Link, Notice, Stale
 
@@ -23,7 +23,11 @@ def partition_for(key: str, partitions: int) -> int:
     """The stage partition that owns ``key`` (an event, incident or crime id)."""
     if partitions == 1:
         return 0
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+    try:
+        raw = key.encode()  # the common case, compiled to one C call
+    except UnicodeEncodeError:  # a lone surrogate: no id should hold one, but no input may stop us
+        raw = key.encode("utf-8", "surrogatepass")
+    return crc32(raw) % partitions
 
 
 def key_of(op) -> str:
