@@ -160,9 +160,8 @@ def _checked(texts: list[str], dts: list[datetime], out: list) -> None:
     if not _SHAPES.issuperset("|".join(texts).encode().translate(_DIGITS_AS_ZERO).split(b"|")):
         out.extend(map(parse_time, texts))
         return
-    epoch, one_us = _EPOCH, _ONE_US
-    # timedelta // timedelta is an int, in C: no days/seconds/microseconds attributes to read
-    instants = [(dt - epoch) // one_us for dt in dts]
+    epoch = _EPOCH
+    instants = [(d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds for d in [dt - epoch for dt in dts]]
     if instants and (min(instants) < MIN_US or max(instants) > MAX_US):
         out.extend([us if MIN_US <= us <= MAX_US else None for us in instants])
     else:
