@@ -117,3 +117,41 @@ def test_keyed_records_go_where_the_default_partitioner_sends_them_in_order():
     for p, recs in sent:
         assert all(DefaultPartitioner()(key, partitions, partitions) == p for key, _v in recs)
         assert recs == [r for r in records if r in recs]  # in the order they were given
+
+
+def test_send_records_checks_the_size_of_every_record_that_might_not_fit():
+    """send_records skips the size check for records far below the limit (with
+    their headers counted); one that may not fit is checked and refused exactly
+    as the producer would refuse it."""
+    from aiokafka.producer.message_accumulator import BatchBuilder
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from pipeline.stream.outbox import RecordTooLarge
+
+    limit = 10_000
+
+    class _Producer:
+        def __init__(self):
+            self.records = 0
+
+        def create_batch(self):
+            return BatchBuilder(limit, 0)
+
+        async def send_batch(self, batch, topic, partition):
+            self.records += batch.record_count()
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    headers = [("w", b"x" * 900)]  # the headers alone take a tenth of the limit
+    for size in (limit - 2200, limit - 1100, limit - 1000, limit - 900, limit):
+        outbox = Outbox({}, "test", max_request_size=limit)
+        outbox.producer = producer = _Producer()
+        value = b"v" * size
+        records = [(b"a", b"small"), (b"key", value)]
+        if DefaultRecordBatchBuilder.estimate_size_in_bytes(b"key", value, headers) <= limit:
+            asyncio.run(outbox.send_records("t", 0, records, headers=headers))
+            assert producer.records == 2
+        else:
+            with pytest.raises(RecordTooLarge):
+                asyncio.run(outbox.send_records("t", 0, records, headers=headers))

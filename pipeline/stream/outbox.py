@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 #: Stock Kafka accepts batches up to ``message.max.bytes`` = 1,048,588 bytes.
 MAX_REQUEST_SIZE = 1_000_000
+_HASHES_MAX = 100_000  # keys whose murmur2 is kept (bounded memory)
 
 
 class OutboxError(RuntimeError):
@@ -54,6 +55,7 @@ class Outbox:
                             request_timeout_ms=30_000, enable_idempotence=False)
         self.producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future] = []
+        self._murmur2: dict[bytes, int] = {}  # key -> its hash, for send_keyed
         self.last_ack = 0.0  # loop time of the last successful flush
 
     async def start(self) -> None:
@@ -91,8 +93,11 @@ class Outbox:
         producer = self.producer
         headers = list(headers)
         batch = producer.create_batch()
+        # the exact size check only for a record that might need it (see check)
+        room = self._surely_fits - sum(len(name.encode("utf-8")) + (len(h) if h else 0) for name, h in headers)
         for key, value in records:
-            self.check(key, value, headers)
+            if (len(key) if key else 0) + (len(value) if value else 0) >= room:
+                self.check(key, value, headers)
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 self._pending.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
@@ -105,10 +110,16 @@ class Outbox:
         picks for its key (murmur2, as every Kafka client does), packed per
         partition: one batch instead of one send per record."""
         partitions = sorted(await self.producer.partitions_for(topic))
+        n = len(partitions)
         by_partition: dict[int, list] = {}
+        hashes = self._murmur2
+        if len(hashes) >= _HASHES_MAX:
+            hashes.clear()
         for key, value in records:
-            p = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            by_partition.setdefault(p, []).append((key, value))
+            h = hashes.get(key)
+            if h is None:  # murmur2 is pure Python (5 us a key); an incident has several alerts
+                h = hashes[key] = murmur2(key) & 0x7FFFFFFF
+            by_partition.setdefault(partitions[h % n], []).append((key, value))
         for p, recs in by_partition.items():
             await self.send_records(topic, p, recs)
 
