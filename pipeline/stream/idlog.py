@@ -31,7 +31,7 @@ import msgspec
 
 from ..core.vocabulary import SIDES
 
-__all__ = ["IdLog", "CHUNK_BYTES", "BUCKET_PREFIX", "LEGACY_PREFIX"]
+__all__ = ["IdLog", "Change", "CHUNK_BYTES", "BUCKET_PREFIX", "LEGACY_PREFIX"]
 
 #: A record's ids take at most this many bytes (well under the producer's 1 MB).
 CHUNK_BYTES = 256 * 1024
@@ -45,6 +45,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_ids = msgspec.msgpack.Decoder(list[str]).decode
 _decode_at = msgspec.msgpack.Decoder(int).decode
 
+#: A changelog record: key, value (None deletes).
 Change = tuple[bytes, Union[bytes, None]]
 Bucket = tuple[str, int]  # (side, bucket)
 

@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Stock Kafka accepts batches up to ``message.max.bytes`` = 1,048,588 bytes.
 MAX_REQUEST_SIZE = 1_000_000
-_HASHES_MAX = 100_000  # keys whose murmur2 is kept (bounded memory)
 
 
 class OutboxError(RuntimeError):
@@ -55,7 +54,6 @@ class Outbox:
                             request_timeout_ms=30_000, enable_idempotence=False)
         self.producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future] = []
-        self._murmur2: dict[bytes, int] = {}  # key -> its hash, for send_keyed
         self.last_ack = 0.0  # loop time of the last successful flush
 
     async def start(self) -> None:
@@ -110,16 +108,10 @@ class Outbox:
         picks for its key (murmur2, as every Kafka client does), packed per
         partition: one batch instead of one send per record."""
         partitions = sorted(await self.producer.partitions_for(topic))
-        n = len(partitions)
         by_partition: dict[int, list] = {}
-        hashes = self._murmur2
-        if len(hashes) >= _HASHES_MAX:
-            hashes.clear()
         for key, value in records:
-            h = hashes.get(key)
-            if h is None:  # murmur2 is pure Python (5 us a key); an incident has several alerts
-                h = hashes[key] = murmur2(key) & 0x7FFFFFFF
-            by_partition.setdefault(partitions[h % n], []).append((key, value))
+            p = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            by_partition.setdefault(p, []).append((key, value))
         for p, recs in by_partition.items():
             await self.send_records(topic, p, recs)
 

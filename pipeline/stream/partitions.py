@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import msgspec
 
@@ -26,7 +26,7 @@ from ..core.events import Arrival, CrimeEvent, IncidentEvent, Invalid, Link, Not
 from ..core.incidents import IncidentChanges
 from ..core.stages import CrimeStage, EventStage, IncidentStage
 from .codec import decode_batch, decode_crime, decode_incident, encode_crime, encode_incident
-from .idlog import IdLog
+from .idlog import Change, IdLog
 from .store import Recovered
 from .transport import KafkaRouter
 
@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: on_error(stage, record, op, exc): a message whose processing raised.
 ErrorHandler = Callable[[str, Any, Any, BaseException], None]
-#: A changelog record: key, value (None deletes).
-Change = tuple[bytes, Union[bytes, None]]
 
 
 class StagePartition:
