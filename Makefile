@@ -11,9 +11,10 @@ APT_PACKAGES := prometheus prometheus-alertmanager chromium stunnel4 openssl
 
 NATIVE := $(VENV)/.native-stamp
 NATIVE_SOURCES := $(wildcard pipeline/core/*.py pipeline/capture/*.py pipeline/stream/*.py) pipeline/native.py setup.py
-# The core's own tests, run once more on the source (CDIWATCH_PURE=1) after the compiled run.
+# The compiled modules' own tests, run once more on the source (CDIWATCH_PURE=1) after the compiled run.
 CORE_TESTS := tests/test_rules.py tests/test_ledger_properties.py tests/test_timers.py tests/test_eventids.py \
-              tests/test_validation.py tests/test_layering.py tests/test_native.py
+              tests/test_validation.py tests/test_layering.py tests/test_native.py tests/test_idlog.py \
+              tests/test_stream_stages.py
 
 .PHONY: demo test bench schemas setup native system-deps clean
 
