@@ -106,7 +106,8 @@ def run_worker_e2e(children: Children, broker, total: int, expected: dict, app_i
     if spy is not None:
         children.stop(spy, timeout=30, sig=signal.SIGINT)  # py-spy writes its file on SIGINT
     children.stop(proc)
-    t_first = read_probe(probe)["first"]
+    probed = read_probe(probe)
+    t_first = probed["first"]
     if t_first is None:
         raise RuntimeError(f"the worker did not record its first batch ({probe})")
     t_done = poller.t_done
@@ -127,7 +128,9 @@ def run_worker_e2e(children: Children, broker, total: int, expected: dict, app_i
             "serving": poller.serving, "polls": poller.polls, "cpu": cpu_done - cpu_at(start),
             "cpu_window": t_done - start,
             "cpu_total": cpu_done, "peak_mib": mem.get("VmHWM", float("nan")) / 1024,
-            "rss_mib": mem.get("VmRSS", float("nan")) / 1024, "broker_cpu": broker_cpu, "others": others}
+            "rss_mib": mem.get("VmRSS", float("nan")) / 1024, "broker_cpu": broker_cpu, "others": others,
+            "in_batches": probed.get("in_batches", float("nan")), "in_batches_cpu": probed.get("in_batches_cpu",
+                                                                                             float("nan"))}
 
 
 def _mid(results: list[dict]) -> dict:
@@ -224,7 +227,9 @@ def _rows(results: dict, runs: int, lines: int, opts) -> list[dict]:
             f"in all); /readyz 200 {w['ready_after_first']:+.2f} s from the first batch; spawn -> first batch "
             f"{w['startup']:.1f} s"),
         row(BENCH, "cdiwatch worker CPU / peak RSS", f"{w['cpu'] / w['cpu_window']:.2f}", "cores",
-            f"{w['cpu']:.1f} s CPU in {w['cpu_window']:.1f} s up to /audit == offline; peak RSS "
+            f"{w['cpu']:.1f} s CPU in {w['cpu_window']:.1f} s up to /audit == offline; inside batches "
+            f"{w['in_batches']:.2f} s ({w['in_batches_cpu']:.2f} s CPU of the main thread; the rest of that: "
+            f"flushes and commits); peak RSS "
             f"{w['peak_mib']:,.0f} MiB (VmHWM); Tansu "
             f"{w['broker_cpu']:.1f} s CPU; a worker is one Python process: ~1 core under the GIL"),
         *quix_rows,

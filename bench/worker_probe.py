@@ -8,7 +8,9 @@ in this process, with two benchmark-only additions from outside the product:
   when each of the last 256 batches holding records had been processed,
   published, checkpointed and committed; ``busy``, whether such a batch is
   in progress; ``gc_first`` and ``gc``, the seconds the cyclic garbage
-  collector had taken by then. The file (JSON, replaced atomically) is
+  collector had taken by then; ``in_batches`` and ``in_batches_cpu``, the
+  wall time spent inside batches holding records, and the main thread's CPU
+  in them (the difference is waiting: flushes, commits). The file (JSON, replaced atomically) is
   rewritten when every such batch starts and ends (tens of microseconds, a few dozen
   times a second). The benchmarks take the end of the work from it, so that
   they need not poll ``/audit`` often (see ``common.AuditPoller``);
