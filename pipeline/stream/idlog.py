@@ -73,10 +73,8 @@ class IdLog:
         for target in removed:
             written = self._written.pop(target, None)
             if written is not None:
-                prefix = _bucket_prefix(target)
                 for epoch, count in written.items():
-                    stem = prefix + epoch + b":"
-                    out.extend((stem + str(n).encode(), None) for n in range(count))
+                    out.extend((_key(target, epoch, n), None) for n in range(count))
             legacy = self._legacy.pop(target, None)
             if legacy is not None:
                 out.extend((key, None) for key in legacy)
@@ -88,7 +86,7 @@ class IdLog:
             counts = self._written[(side, bucket)] = {}
         n = counts.get(self.epoch, 0)
         counts[self.epoch] = n + 1
-        return _bucket_prefix((side, bucket)) + self.epoch + b":" + str(n).encode()
+        return _key((side, bucket), self.epoch, n)
 
     def read(self, values: dict[bytes, bytes], bucket_of: Callable[[int], int]) -> tuple[list[tuple[str, int, list[str]]], int]:
         """The ids of recovered records, ``(side, bucket, ids)``, both formats
@@ -133,8 +131,9 @@ class IdLog:
         self._expired.extend(b for b in buckets if b in self._written or b in self._legacy)
 
 
-def _bucket_prefix(target: Bucket) -> bytes:
-    return BUCKET_PREFIX + _LETTER[target[0]] + b":" + str(target[1]).encode() + b":"
+def _key(target: Bucket, epoch: bytes, n: int) -> bytes:
+    """The key of an owner's ``n``-th record of a bucket (:meth:`IdLog.read` parses it back)."""
+    return b"%s%s:%d:%s:%d" % (BUCKET_PREFIX, _LETTER[target[0]], target[1], epoch, n)
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
