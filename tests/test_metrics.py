@@ -50,6 +50,21 @@ def test_the_same_move_counts_each_time_in_a_batch_and_across_batches():
     assert value(m, "cdi_incidents_required_total", channel="999", **labels) == 0  # pending was required already
 
 
+def test_counts_stay_right_when_the_memo_of_moves_is_cleared_mid_batch(monkeypatch):
+    """The memo of what a move counts is bounded: cleared while a batch is
+    counted, every move still counts and every delay is still observed."""
+    monkeypatch.setattr("pipeline.stream.metrics._STEPS_MAX", 1)
+    m = Metrics()
+    m.observe_transitions([Transition("A", key("pending"), key("on_time"), delay_s=60),
+                           Transition("B", None, key("pending", channel="online")),
+                           Transition("C", key("pending"), key("on_time"), delay_s=90),
+                           Transition("D", key("overdue"), key("late"), delay_s=30 * 3600)])
+    assert value(m, "cdi_incidents_recorded_total", category="rape", district="Medway", timeliness="on_time") == 2
+    assert value(m, "cdi_incidents_recorded_total", category="rape", district="Medway", timeliness="late") == 1
+    assert value(m, "cdi_incidents_required_total", category="rape", district="Medway", channel="online") == 1
+    assert value(m, "cdi_recording_delay_seconds_count", category="rape") == 3
+
+
 def test_exemptions_and_cancellations_have_their_reasons():
     m = Metrics()
     m.observe_transitions([Transition("D", key("pending"), key("exempt", reason="no_crime"))])

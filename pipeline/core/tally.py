@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from .rules import Assessment
 from .times import US, HOUR, day_of
 from .vocabulary import EXEMPT, RECORDED_STATUSES, UNOPENED
+
+if TYPE_CHECKING:  # incident imports this module; typed, compiled code reads a state's fields natively
+    from .incident import IncidentState
 
 __all__ = ["Contribution", "DayKey", "CrimeKey", "Transition", "IncidentTally", "DELAY_EDGES_H",
            "delay_bucket", "shift"]
@@ -116,7 +119,7 @@ class IncidentTally:
     def _intern(self, key):
         return self._interned.setdefault(key, key)
 
-    def move(self, incident_id: str, st, status: str | None, a: Assessment | None,
+    def move(self, incident_id: str, st: IncidentState, status: str | None, a: Assessment | None,
              transitions: list | None = None) -> None:
         """Bring ``st``'s counted keys to ``status``; when its contribution moved,
         the :class:`Transition` goes on ``transitions`` (None: nobody counts them,
@@ -131,7 +134,10 @@ class IncidentTally:
             key = UNOPENED_KEY
         else:
             opening = st.opening
-            district = opening.district if opening.district in self.districts else None
+            assert opening is not None  # an assessment is made of an opened incident
+            district = opening.district
+            if district not in self.districts:
+                district = None
             # A NamedTuple hashes and compares as the plain tuple of its values, so
             # the plain tuple finds the interned key: building the NamedTuple is the slow part.
             interned = self._interned
@@ -160,7 +166,7 @@ class IncidentTally:
             transitions.append(Transition(incident_id, old, key, max(0, delay_us) / US
                                           if delay_us is not None and became_recorded else None))
 
-    def evict(self, st) -> None:
+    def evict(self, st: IncidentState) -> None:
         """The incident is forgotten; what it contributed stays counted."""
         if st.key is not None:
             self.evicted[st.key] += 1

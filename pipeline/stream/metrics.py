@@ -89,31 +89,38 @@ class Metrics:
 
         Counted per batch, then added once per label set: a batch moves
         thousands of incidents between a few hundred label sets, and each
-        ``labels()`` call costs a lookup under a lock."""
-        steps: Counter = Counter()  # (family, labels) -> n
-        delays = []
-        memo = self._steps
+        ``labels()`` call costs a lookup under a lock. Moves are first counted
+        per (old, new) pair: contributions are interned (a few hundred), so a
+        batch has far fewer pairs than moves, and what a pair counts is worked
+        out once per process (:meth:`_steps_of`, memoised)."""
+        pairs: dict = {}  # (old, new) -> moves
+        delays = []       # ((old, new), category, seconds): observed if the pair became recorded
         for t in transitions:
             new = t.new
             if new is None:
                 continue
-            # Contributions are interned (a few hundred), so the steps of a move
-            # are worked out once per (old, new) pair.
             pair = (t.old, new)
+            pairs[pair] = pairs.get(pair, 0) + 1
+            if t.delay_s is not None:
+                delays.append((pair, new.category, t.delay_s))
+        if not pairs:
+            return
+        memo, steps, decided = self._steps, {}, {}  # steps: (family, labels) -> n
+        for pair, n in pairs.items():
             got = memo.get(pair)
             if got is None:
                 if len(memo) >= _STEPS_MAX:
                     memo.clear()
-                got = memo[pair] = self._steps_of(t.old, new)
-            counted, became_recorded = got
-            steps.update(counted)
-            if became_recorded and t.delay_s is not None:
-                delays.append((new.category, t.delay_s))
+                got = memo[pair] = self._steps_of(*pair)
+            decided[pair] = got
+            for step in got[0]:
+                steps[step] = steps.get(step, 0) + n
         child = self.child
         for (family, labels), n in steps.items():
             child(family, labels).inc(n)
-        for category, delay_s in delays:
-            child(self.delay, (category,)).observe(delay_s)
+        for pair, category, delay_s in delays:
+            if decided[pair][1]:  # became recorded
+                child(self.delay, (category,)).observe(delay_s)
 
     def _steps_of(self, old: Contribution | None, new: Contribution) -> tuple[tuple, bool]:
         """The counters a move from ``old`` to ``new`` adds one to, ``((family,
