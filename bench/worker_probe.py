@@ -6,7 +6,8 @@ in this process, with two benchmark-only additions from outside the product:
   reached ``Runner.process`` (right after the consumer's ``getmany`` returned
   it): the "first message consumed" of the throughput benchmarks; ``ends``,
   when each of the last 256 batches holding records had been processed,
-  published, checkpointed and committed; ``busy``, whether such a batch is
+  published and checkpointed, and its commit sent (the worker commits in the
+  background while the next batch runs); ``busy``, whether such a batch is
   in progress; ``gc_first`` and ``gc``, the seconds the cyclic garbage
   collector had taken by then; ``in_batches`` and ``in_batches_cpu``, the
   wall time spent inside batches holding records, and the main thread's CPU

@@ -238,6 +238,52 @@ def test_records_of_a_partition_assigned_but_not_yet_recovered_are_given_back():
     assert consumer.commits == []          # nothing of them is marked done
 
 
+def test_a_batch_is_committed_while_the_next_is_processed_in_order_and_waited_for_before_a_rebalance():
+    """A batch's offsets are committed in the background (its outputs and
+    checkpoint are durable already): the next batch starts at once; its own
+    commit goes out only after the one before is answered; a rebalance and a
+    stop wait for the commit in flight."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    tp = TopicPartition("cc.incidents", 0)
+    runner = _runner([tp])
+    log: list = []
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def slow_commit(offsets):
+            log.append(("sent", offsets[tp]))
+            await gate.wait()
+            log.append(("answered", offsets[tp]))
+
+        runner.consumer.commit = slow_commit
+        batch = lambda offset: {tp: [Record(tp.topic, 0, offset, b"k", b"not json")]}  # noqa: E731
+        await asyncio.wait_for(runner.process(batch(0)), 5)  # not held by its commit
+        await asyncio.sleep(0)
+        assert log == [("sent", 1)]  # in flight, and process() has returned
+        second = asyncio.ensure_future(runner.process(batch(1)))
+        await asyncio.sleep(0.05)
+        assert not second.done() and log == [("sent", 1)]  # applied; its commit waits for the first's answer
+        gate.set()
+        await second
+        await asyncio.sleep(0)
+        assert log == [("sent", 1), ("answered", 1), ("sent", 2), ("answered", 2)]
+        gate.clear()
+        await runner.process(batch(2))
+        revoke = asyncio.ensure_future(runner.handover.revoke([tp]))
+        await asyncio.sleep(0.05)
+        assert not revoke.done()  # the partition is given up only once its last commit is answered
+        gate.set()
+        await revoke
+        assert log[-1] == ("answered", 3)
+        await runner.committed()  # nothing in flight: returns at once
+
+    asyncio.run(main())
+
+
 def test_a_stage_record_past_the_checkpoint_sends_the_consumer_back_to_it():
     """A record can come before the ones below it (the consumer's position ran
     ahead of an owned partition's checkpoint; the test broker served it

@@ -64,6 +64,7 @@ class Handover:
     async def revoke(self, tps) -> None:
         r = self.runner
         async with r.lock:  # the batch in progress is checkpointed and committed first
+            await r.committed()
             for tp in tps:
                 stage = r.plan.stage_of(tp.topic)
                 if stage is not None and r.owned.pop((stage, tp.partition), None) is not None:

@@ -9,7 +9,8 @@ Per batch (all under :attr:`Runner.lock`):
 3. **flush**: all of them acknowledged by the broker;
 4. each changed stage partition writes its state changes and checkpoint
    (:mod:`pipeline.stream.store`); **flush** again;
-5. the consumed offsets are committed.
+5. the consumed offsets are committed, in the background: the next batch
+   starts while the commit is in flight (:meth:`Runner.committed`).
 
 Nothing is marked done before the effect it stands for is durable: a
 checkpoint follows its outputs, a commit follows its checkpoint. After a
@@ -98,6 +99,7 @@ class Runner:
         self.feeds: dict[tuple[str, int], float] = {}
         self._feeds_sent: dict[tuple[str, int], float] = {}
         self.batches = 0
+        self._commit: asyncio.Task | None = None  # the last batch's offset commit, maybe in flight
         self.last_batch = 0.0
         self.stopping = False
         self.fault = FaultPlan(settings.test_fault)
@@ -138,6 +140,7 @@ class Runner:
                     await self.tick()
                     await self.handover.retry_if_due()
         finally:
+            await self.committed()
             await consumer.stop()
 
     async def stop(self) -> None:
@@ -199,12 +202,32 @@ class Runner:
         self.batches += 1
         self.last_batch = time.monotonic()
         if commits:
-            try:
-                await self.consumer.commit(commits)
-            except KafkaError as exc:  # rebalanced meanwhile: positions and checkpoints keep it exact
-                logger.info("commit after a batch failed (%s); the next owner re-reads, nothing counts twice",
-                            type(exc).__name__)
+            await self.committed()  # the previous batch's: done by now, nearly always
+            self._commit = asyncio.ensure_future(self._commit_offsets(commits))
         self._freeze()
+
+    async def _commit_offsets(self, commits: dict) -> None:
+        try:
+            await self.consumer.commit(commits)
+        except KafkaError as exc:  # rebalanced meanwhile: positions and checkpoints keep it exact
+            logger.info("commit after a batch failed (%s); the next owner re-reads, nothing counts twice",
+                        type(exc).__name__)
+
+    async def committed(self) -> None:
+        """Wait for the last batch's offset commit.
+
+        A batch's commit runs while the next batch is processed: its outputs
+        and checkpoint are durable already, and the commit only says where a
+        new owner of an input partition starts reading (input records read
+        again are dropped by their source position; a stage partition
+        starts from its checkpoint). Waiting for the broker's answer cost one
+        round trip a batch. Commits still go out in batch order: each waits
+        for the one before (and the client sends one at a time). Waited for
+        before the next commit, before partitions are given up (a rebalance),
+        and before the consumer stops."""
+        task, self._commit = self._commit, None
+        if task is not None:
+            await task
 
     def _freeze(self) -> None:
         """After a batch: what is alive now is the ledgers' state, which lives long,
