@@ -103,7 +103,7 @@ def test_parse_times_gives_what_parse_time_gives_for_each(texts):
     assert parse_times(texts) == [parse_time(t) for t in texts]
 
 
-def test_parse_times_uses_the_batch_parser_and_still_reads_each_deviation_as_section_2_does():
+def test_parse_times_reads_each_deviation_as_section_2_does():
     plain = STAMPS[:5] * 20
     assert parse_times(plain) == [parse_time(t) for t in plain]
     for odd in ("2026-01-06 00:02:01Z", "2026-01-06T00:02:01+0100", "2026-01-06T00:02:01.1234567Z"):
@@ -113,31 +113,40 @@ def test_parse_times_uses_the_batch_parser_and_still_reads_each_deviation_as_sec
     assert parse_times([]) == []
 
 
-def test_the_batch_parsers_shapes_are_the_rfc3339_pattern_with_at_most_six_fraction_digits():
-    """_SHAPES restates the grammar of times.RFC3339 for the batch path: the
-    same shapes, no more (a text per shape matches the pattern) and no fewer."""
-    import itertools
-    import re
+@st.composite
+def date_time(draw) -> str:
+    """A text of RFC 3339's shape whose values may be out of range: month 13,
+    February 29th of a common year, hour 24, second 60, offset -24:00, year 0,
+    any number of fraction digits, either case of T and Z."""
+    year = draw(st.sampled_from([0, 1, 2, 1900, 1970, 2000, 2024, 2026, 9999]) | st.integers(0, 9999))
+    month, day = draw(st.integers(0, 13)), draw(st.integers(0, 32))
+    hour, minute, second = draw(st.integers(0, 24)), draw(st.integers(0, 60)), draw(st.integers(0, 60))
+    digits = draw(st.integers(0, 10))
+    fraction = "." + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=digits, max_size=digits))) \
+        if digits else draw(st.sampled_from(["", "."]))
+    offset = draw(st.sampled_from(["Z", "z"]) | st.builds(
+        lambda sign, h, m: f"{sign}{h:02d}:{m:02d}", st.sampled_from("+-"), st.integers(0, 24), st.integers(0, 60)))
+    sep = draw(st.sampled_from("Tt"))
+    return f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}{fraction}{offset}"
 
-    import pipeline.core.times as times
 
-    pattern = re.compile(times.RFC3339_STRICT)
-    assert all(pattern.match(shape.decode().replace("0", "1")) for shape in times._SHAPES)
-    made = {"1111-11-11" + sep + "11:11:11" + frac + off
-            for sep, frac, off in itertools.product("Tt", [""] + ["." + "1" * n for n in range(1, 7)],
-                                                    ["Z", "z", "+11:11", "-11:11"])}
-    assert all(pattern.match(text) for text in made)
-    assert {text.encode().translate(times._DIGITS_AS_ZERO) for text in made} == times._SHAPES
-
-
-def test_parse_times_relies_on_msgspec_only_where_it_agrees_with_section_2(monkeypatch):
-    import pipeline.core.times as times
-
-    assert times.BATCH_PARSER  # this msgspec refuses what section 2 refuses for its values
-    assert all(parse_time(t) is None for t in times._REFUSED_VALUES)
-    texts = STAMPS + list(times._REFUSED_VALUES) + STAMPS[:5] * 10
-    monkeypatch.setattr(times, "BATCH_PARSER", False)
+@settings(max_examples=5000, deadline=None)
+@given(st.lists(date_time(), min_size=1, max_size=5))
+def test_parse_times_reads_every_value_of_the_rfc3339_shape_as_parse_time_does(texts):
+    """The compiled reader of parse_times against parse_time (the pattern, then
+    fromisoformat), on texts of the valid shape with values in and out of range."""
     assert parse_times(texts) == [parse_time(t) for t in texts]
+
+
+def test_parse_times_at_the_edges_of_the_calendar_and_the_range():
+    texts = ["2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2000-02-29T12:00:00Z", "1900-02-29T12:00:00Z",
+             "2026-04-31T00:00:00Z", "2026-12-31T23:59:59.999999999Z", "0001-01-01T00:00:00Z",
+             "0001-01-01T00:59:59-01:00", "0001-01-01T00:59:59+01:00", "9999-12-31T23:59:59.999999Z",
+             "9999-12-31T23:00:00-01:00", "9999-12-31T22:59:59-01:00", "2026-01-01T00:00:00+23:59",
+             "2026-01-01T00:00:00-23:59", "2026-01-01T00:00:00+24:00", "2026-01-01T00:00:00+01:60",
+             "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00+01:00Z", "2026-01-01T00:00:00", "1970-01-01T00:00:00Z"]
+    assert parse_times(texts) == [parse_time(t) for t in texts]
+    assert parse_times(["1970-01-01T00:00:00Z", "1970-01-01T01:00:00.5+01:00"]) == [0, 500_000]
 
 
 def test_parse_times_across_chunks_and_with_many_invalid_texts():

@@ -5,7 +5,8 @@ fields per ``event_type``, the revision-2 limits on ids, lists and district)
 are declared once as msgspec types (:func:`wire_types`) and checked in C while
 the JSON is decoded. What a type cannot say is checked here, on the decoded
 values only: the instants (:mod:`~pipeline.core.times`: one by one in
-:meth:`Validator.validate`, a batch in one C call in :meth:`Validator.validate_many`,
+:meth:`Validator.validate`, a batch by the compiled reader of
+:func:`~pipeline.core.times.parse_times` in :meth:`Validator.validate_many`,
 which the offline reader and the workers' intake use), ``reported_at`` not after
 ``occurred_at``, and the future-timestamp rule, which needs the wall clock
 *when the monitor reads the message* (passed in as ``now``: the core reads no clock).
@@ -172,7 +173,7 @@ class Validator:
 
     def validate_many(self, side: str, raws: list[bytes], now: int) -> list[IncidentEvent | CrimeEvent | Rejection]:
         """:meth:`validate` of each of ``raws`` (one feed), the same results:
-        the batch's instants are parsed in one call (:func:`~pipeline.core.times.parse_times`).
+        the batch's instants are parsed together (:func:`~pipeline.core.times.parse_times`).
         A message with an instant that is not one takes :meth:`validate`, for its detail."""
         wire_of, decode, max_bytes = self._wire, self._strict[side].decode, self.max_bytes
         wires: list[Any] = []
