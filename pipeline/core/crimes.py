@@ -15,13 +15,12 @@ Pure: no clock, no Kafka. The watermark arrives through :meth:`CrimeLedger.obser
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
 from .config import Params
 from .events import CrimeEvent, Link, Notice
-from .tally import CrimeKey, shift
+from .tally import CrimeKey, Counts, shift
 from .timers import Timers
 from .times import watermark
 from .vocabulary import MAX_EVENTS_PER_CRIME, MAX_LINKS_PER_CRIME, StateLimit
@@ -81,8 +80,8 @@ class CrimeLedger:
         self.track = track
         self.crimes: dict[str, CrimeState] = {}
         self.max_time: int | None = None
-        self.agg: Counter = Counter()
-        self.evicted: Counter = Counter()
+        self.agg = Counts()
+        self.evicted = Counts()
         self.changes = CrimeChanges()
         self._timers = Timers()
 

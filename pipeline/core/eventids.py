@@ -27,6 +27,9 @@ import heapq
 from collections import Counter
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
+from . import tally
 from .config import Params
 from .times import HOUR, watermark
 from .vocabulary import SIDES
@@ -55,7 +58,8 @@ def event_id_of(key: int) -> str:
     return key.to_bytes((key.bit_length() + 7) // 8, "little")[:-1].decode("utf-8", "surrogatepass")
 
 
-class Counts(Counter):
+@mypyc_attr(native_class=False)  # a dict's subclass
+class Counts(tally.Counts):
     """valid / duplicate / invalid message counts of one feed."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -201,7 +205,7 @@ class EventIds:
             self.max_time = meta.get("max_time")
             self.forgotten.update(meta.get("forgotten", {}))
             for side in SIDES:
-                self.counts[side].update(meta.get("counts", {}).get(side, {}))
+                self.counts[side].add(meta.get("counts", {}).get(side, {}))
         w = self.watermark
         dropped: list[tuple[str, int]] = []
         for side, bucket, event_ids in buckets:
