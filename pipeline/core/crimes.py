@@ -28,6 +28,11 @@ from .vocabulary import MAX_EVENTS_PER_CRIME, MAX_LINKS_PER_CRIME, StateLimit
 __all__ = ["CrimeLedger", "CrimeState", "CrimeChanges"]
 
 _NOT_COUNTED: Final = CrimeKey(False, False, False, False)
+#: Every CrimeKey, made once, at index recorded*8 + without_incident*4 + cancelled*2 +
+#: cancelled_without_reason: a NamedTuple's __new__ is interpreted (~2,600
+#: instructions), and a crime is evaluated at each of its events.
+_CRIME_KEYS: Final[tuple[CrimeKey, ...]] = tuple(
+    CrimeKey(bool(i & 8), bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(16))
 
 
 class CrimeState:
@@ -149,7 +154,8 @@ class CrimeLedger:
 
     def _evaluate(self, crime_id: str, st: CrimeState) -> None:
         recorded = st.recorded_at is not None
-        key: CrimeKey | None = CrimeKey(recorded, recorded and not st.seen, st.cancelled, st.cancelled_without_reason)
+        key: CrimeKey | None = _CRIME_KEYS[(8 if recorded else 0) + (4 if recorded and not st.seen else 0)
+                                           + (2 if st.cancelled else 0) + (1 if st.cancelled_without_reason else 0)]
         if key == _NOT_COUNTED:
             key = None  # links or notices alone: not a crime we count yet
         if key != st.key:
