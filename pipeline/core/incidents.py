@@ -120,16 +120,17 @@ class IncidentLedger:
                 events.append(ev)
             else:
                 bisect.insort(events, ev)
-        if ev.at > st.last:
-            st.last = ev.at
+        at, flags = ev.at, ev.flags  # read once: compiled, each read of a msgspec field is a generic lookup
+        if at > st.last:
+            st.last = at
         if ev.kind == "opened" and (st.opening is None or ev < st.opening):  # (time, event id) decide
             st.opening = ev
-        if ev.flags and not set(ev.flags).issubset(st.flags):
-            st.flags = tuple(sorted({*st.flags, *ev.flags}))
+        if flags and not set(flags).issubset(st.flags):
+            st.flags = tuple(sorted({*st.flags, *flags}))
         if not was_seen and st.opening is not None and st.crimes:
             self.changes.notices.extend(Notice(c, incident_id) for c in st.crimes)
-        if self.max_time is None or ev.at > self.max_time:  # observe(ev.at), its check made here
-            self._set_max_time(ev.at)
+        if self.max_time is None or at > self.max_time:  # observe(ev.at), its check made here
+            self._set_max_time(at)
             if not self.deferred:
                 self._due()
         if self.deferred:

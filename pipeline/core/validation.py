@@ -113,8 +113,8 @@ def _instants(w) -> tuple[int, int | None]:
 
 
 def _incident(w, at: int, reported: int | None) -> IncidentEvent:
-    kind = w.kind
-    flags = () if w.flags is None else tuple(w.flags)
+    kind, flags = w.kind, w.flags
+    flags = () if flags is None else tuple(flags)
     if kind == "opened":
         assert reported is not None  # _instants reads it for every opened event
         if reported > at:
@@ -194,7 +194,7 @@ class Validator:
                 if w.kind == "opened":
                     add(w.reported_at)
         instants = iter(parse_times(texts))
-        convert, in_time = self._convert[side], self._in_time
+        incidents, in_time = side == INCIDENTS, self._in_time
         out: list = []
         put = out.append
         for w, raw in zip(wires, raws):
@@ -212,7 +212,7 @@ class Validator:
                 put(self.validate(side, raw, now))
                 continue
             try:
-                event = convert(w, at, reported)
+                event = _incident(w, at, reported) if incidents else _crime(w, at, reported)  # native calls
             except _Invalid as exc:
                 put(Rejection("schema_violation", exc.detail))
                 continue
