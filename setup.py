@@ -47,18 +47,15 @@ class BuildNative(build_ext):
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(native["source_digest"](HERE) + "\n")
         if self.inplace:
-            _remove_unlisted(HERE / "pipeline")
+            _remove_unlisted()
 
 
-def _remove_unlisted(package: Path) -> None:
+def _remove_unlisted() -> None:
     """Delete compiled modules left in the checkout by an earlier build of a
-    module no longer listed: Python would import one before its source."""
-    listed = {Path(*name.split(".")).with_suffix("") for name in COMPILED}
-    for so in package.rglob("*.cpython-*.so"):
-        module = so.relative_to(HERE).with_name(so.name.split(".", 1)[0])
-        if module.name != "_native__mypyc" and module not in listed:
-            so.unlink()
-            print(f"cdiwatch: removed {so.relative_to(HERE)}: that module is no longer compiled", file=sys.stderr)
+    module no longer listed (``native.unlisted``): Python would import one before its source."""
+    for so in native["unlisted"](HERE):
+        so.unlink()
+        print(f"cdiwatch: removed {so.relative_to(HERE)}: that module is no longer compiled", file=sys.stderr)
 
 
 def _extensions() -> list:

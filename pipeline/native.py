@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["COMPILED", "MANIFEST", "Build", "pure_requested", "source_digest", "decide", "select"]
+__all__ = ["COMPILED", "MANIFEST", "Build", "pure_requested", "source_digest", "unlisted", "decide", "select"]
 
 #: The modules mypyc compiles: the per-message path of the workers and of the offline audit.
 COMPILED = tuple(f"pipeline.{name}" for name in (
@@ -81,6 +81,24 @@ def source_digest(root: Path = _ROOT) -> str:
         data = name.encode() + b"\0" + _source(name, root).read_bytes() + b"\0"
         crc, size = zlib.crc32(data, crc), size + len(data)
     return f"crc32 {crc:08x} bytes {size}"
+
+
+def unlisted(root: Path = _ROOT) -> list[Path]:
+    """Compiled modules under ``root/pipeline`` of modules no longer in
+    :data:`COMPILED` (left by an earlier in-place build): Python would import
+    one before its source, so the build deletes them. The group's shared
+    library (``pipeline/_native__mypyc*``) is not a module."""
+    listed = {Path(*name.split(".")) for name in COMPILED}
+    suffixes = sorted(importlib.machinery.EXTENSION_SUFFIXES, key=len, reverse=True)  # the longest that fits
+    out = []
+    for path in sorted((root / "pipeline").rglob("*.*")):
+        suffix = next((s for s in suffixes if path.name.endswith(s)), None)
+        if suffix is None:
+            continue
+        module = path.relative_to(root).with_name(path.name[: -len(suffix)])
+        if module.name != "_native__mypyc" and module not in listed:
+            out.append(path)
+    return out
 
 
 def decide(built: bool, manifest: str | None, digest: str | None, pure: bool) -> Build:

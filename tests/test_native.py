@@ -50,6 +50,24 @@ def test_the_digest_follows_every_compiled_source(tmp_path):
         source.write_bytes(text)
 
 
+def test_a_compiled_module_no_longer_listed_is_found_for_the_build_to_delete(tmp_path):
+    """An in-place build deletes the compiled file of a module that is no longer
+    compiled (Python would import it before the source); never a listed one,
+    nor the group's shared library."""
+    import importlib.machinery
+
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    keep = [tmp_path / "pipeline" / ("_native__mypyc" + suffix),
+            tmp_path.joinpath(*native.COMPILED[0].split(".")).with_name(native.COMPILED[0].rsplit(".", 1)[1] + suffix)]
+    stale = [tmp_path / "pipeline" / "core" / ("gone" + suffix), tmp_path / "pipeline" / "stream" / ("outbox" + suffix)]
+    for path in keep + stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    (tmp_path / "pipeline" / "core" / "gone.py").write_text("")
+    assert native.unlisted(tmp_path) == sorted(stale)
+    assert native.unlisted(ROOT) == []  # this checkout has none
+
+
 def test_the_build_is_in_use_where_it_was_made():
     """CI builds the core (make test), so there it must be what runs."""
     if PURE:
