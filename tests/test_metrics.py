@@ -1,17 +1,35 @@
-"""Ledger transitions -> cdi_* samples (contract §4)."""
+"""Ledger moves -> cdi_* samples (contract §4)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
 from prometheus_client import generate_latest
 
-from pipeline.core.tally import Contribution, Transition
+from pipeline.core.tally import Contribution, Moves
 from pipeline.stream.metrics import Metrics, StateCollector
 
 
 def key(status, category="rape", district="Medway", channel="999", reason=None):
     return Contribution(status, category, district, channel, reason)
+
+
+class Move(NamedTuple):
+    """One incident's move, as a test writes it (the ledger counts them in :class:`Moves`)."""
+
+    incident: str
+    old: Contribution | None
+    new: Contribution | None
+    delay_s: float | None = None
+
+
+def observe(m: Metrics, moves: list[Move]) -> None:
+    """A batch of moves, counted as the ledger counts them, then observed."""
+    batch = Moves()
+    for move in moves:
+        batch.add(move.old, move.new, move.delay_s)
+    m.observe_moves(batch)
 
 
 def value(m: Metrics, name: str, **labels) -> float:
@@ -20,14 +38,14 @@ def value(m: Metrics, name: str, **labels) -> float:
 
 def test_each_incident_is_required_recorded_and_breached_once():
     m = Metrics()
-    m.observe_transitions([
-        Transition("A", None, key("pending")),
-        Transition("A", key("pending"), key("at_risk")),
-        Transition("A", key("at_risk"), key("overdue")),
-        Transition("A", key("overdue"), key("late"), delay_s=30 * 3600),
-        Transition("B", None, key("on_time"), delay_s=60),
-        Transition("C", None, key("pending")),
-        Transition("C", key("pending"), key("late"), delay_s=26 * 3600),  # late, never seen overdue
+    observe(m, [
+        Move("A", None, key("pending")),
+        Move("A", key("pending"), key("at_risk")),
+        Move("A", key("at_risk"), key("overdue")),
+        Move("A", key("overdue"), key("late"), delay_s=30 * 3600),
+        Move("B", None, key("on_time"), delay_s=60),
+        Move("C", None, key("pending")),
+        Move("C", key("pending"), key("late"), delay_s=26 * 3600),  # late, never seen overdue
     ])
     labels = {"category": "rape", "district": "Medway", "channel": "999"}
     assert value(m, "cdi_incidents_required_total", **labels) == 3
@@ -41,9 +59,9 @@ def test_the_same_move_counts_each_time_in_a_batch_and_across_batches():
     """The steps of a move are worked out once per (old, new) pair: every
     transition still counts, and its delay is observed when it became recorded."""
     m = Metrics()
-    moves = [Transition(i, key("pending"), key("on_time"), delay_s=60) for i in "ABC"]
-    m.observe_transitions(moves)
-    m.observe_transitions(moves[:2] + [Transition("D", key("on_time"), key("on_time", channel="online"))])
+    moves = [Move(i, key("pending"), key("on_time"), delay_s=60) for i in "ABC"]
+    observe(m, moves)
+    observe(m, moves[:2] + [Move("D", key("on_time"), key("on_time", channel="online"))])
     labels = {"category": "rape", "district": "Medway"}
     assert value(m, "cdi_incidents_recorded_total", timeliness="on_time", **labels) == 5
     assert value(m, "cdi_recording_delay_seconds_count", category="rape") == 5  # not D: it was recorded already
@@ -55,10 +73,10 @@ def test_counts_stay_right_when_the_memo_of_moves_is_cleared_mid_batch(monkeypat
     counted, every move still counts and every delay is still observed."""
     monkeypatch.setattr("pipeline.stream.metrics._STEPS_MAX", 1)
     m = Metrics()
-    m.observe_transitions([Transition("A", key("pending"), key("on_time"), delay_s=60),
-                           Transition("B", None, key("pending", channel="online")),
-                           Transition("C", key("pending"), key("on_time"), delay_s=90),
-                           Transition("D", key("overdue"), key("late"), delay_s=30 * 3600)])
+    observe(m, [Move("A", key("pending"), key("on_time"), delay_s=60),
+                           Move("B", None, key("pending", channel="online")),
+                           Move("C", key("pending"), key("on_time"), delay_s=90),
+                           Move("D", key("overdue"), key("late"), delay_s=30 * 3600)])
     assert value(m, "cdi_incidents_recorded_total", category="rape", district="Medway", timeliness="on_time") == 2
     assert value(m, "cdi_incidents_recorded_total", category="rape", district="Medway", timeliness="late") == 1
     assert value(m, "cdi_incidents_required_total", category="rape", district="Medway", channel="online") == 1
@@ -67,7 +85,7 @@ def test_counts_stay_right_when_the_memo_of_moves_is_cleared_mid_batch(monkeypat
 
 def test_exemptions_and_cancellations_have_their_reasons():
     m = Metrics()
-    m.observe_transitions([Transition("D", key("pending"), key("exempt", reason="no_crime"))])
+    observe(m, [Move("D", key("pending"), key("exempt", reason="no_crime"))])
     m.observe_cancellations([None, "duplicate"])
     assert value(m, "cdi_incidents_exempt_total", category="rape", reason="no_crime") == 1
     assert value(m, "cdi_crimes_cancelled_total", reason="none") == 1
@@ -91,7 +109,7 @@ def test_districts_outside_the_list_are_labelled_other_by_the_metrics_module():
     agg = Counter({key("overdue", district=None): 2})
     m = Metrics()
     m.registry.register(StateCollector(lambda: (agg, None)))
-    m.observe_transitions([Transition("X", None, key("pending", district=None))])
+    observe(m, [Move("X", None, key("pending", district=None))])
     assert value(m, "cdi_incidents_overdue", category="rape", district="other", channel="999") == 2
     assert value(m, "cdi_incidents_required_total", category="rape", district="other", channel="999") == 1
 

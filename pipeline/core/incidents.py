@@ -36,7 +36,7 @@ from .events import Alert, IncidentEvent, Link, Notice
 from .incident import NO_CRIMES, BoardEntry, IncidentState, opening_of
 from .packed import pack, unpack
 from .rules import Assessment, alert_kind, assess, is_downgrade, next_change, status_at
-from .tally import IncidentTally
+from .tally import IncidentTally, Moves
 from .timers import Timers
 from .times import watermark
 from .vocabulary import EXEMPT, MAX_EVENTS_PER_INCIDENT, OPEN_STATUSES, UNOPENED, StateLimit
@@ -51,7 +51,7 @@ class IncidentChanges:
     """What the ledger decided since the shell last drained it."""
 
     alerts: list = field(default_factory=list)       # Alert
-    transitions: list = field(default_factory=list)  # Transition, for metrics
+    moves: Moves = field(default_factory=Moves)      # contribution moves, for metrics
     notices: list = field(default_factory=list)      # Notice: a linked incident is seen
     touched: set = field(default_factory=set)        # incident ids whose state changed
     evicted: set = field(default_factory=set)        # incident ids forgotten
@@ -271,8 +271,8 @@ class IncidentLedger:
         evict_at = st.last + p.state_retention
         if a is not None and a.deadline is not None:
             evict_at = max(evict_at, a.deadline + p.state_retention)
-        # offline, nobody counts the transitions (no metrics)
-        self.tally.move(incident_id, st, status, a, None if self.deferred else self.changes.transitions)
+        # offline, nobody counts the moves (no metrics)
+        self.tally.move(st, status, a, None if self.deferred else self.changes.moves)
         if w is not None and evict_at <= w:
             self._evict(incident_id, st)
             return
@@ -345,7 +345,7 @@ class IncidentLedger:
             st.key = None
             st.timer = None
             self._evaluate(incident_id, st)
-        self.changes.transitions.clear()
+        self.changes.moves.clear()
         self.changes.touched.clear()
 
     def meta(self) -> dict:

@@ -146,7 +146,7 @@ class IncidentStage:
         """Send what the ledger decided (alerts, notices); return the changes for the shell."""
         ledger = self.ledger
         ch = ledger.changes
-        if not (ch.alerts or ch.notices or ch.touched or ch.evicted or ch.transitions):
+        if not (ch.alerts or ch.notices or ch.touched or ch.evicted or ch.moves):
             return None
         ch = ledger.drain()
         router = self.router

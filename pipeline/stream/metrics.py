@@ -2,7 +2,7 @@
 
 Two kinds, on purpose:
 - **counters** (``*_total``, the delay histogram) count what *this process*
-  decided, from the ledgers' transitions, so a partition moving to another
+  decided, from the ledgers' contribution moves, so a partition moving to another
   worker neither double counts nor goes backwards (``increase()`` handles
   restarts);
 - **gauges** of current state (overdue, pending, at risk, watermark) are read
@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..core.audit import fold
-from ..core.tally import Contribution, Transition
+from ..core.tally import Contribution, Moves
 from ..core.vocabulary import EXEMPT, LATE, OVERDUE, RECORDED_STATUSES, REQUIRED_STATUSES
 
 __all__ = ["Metrics", "StateCollector", "district_label", "OTHER_DISTRICT"]
@@ -84,29 +84,19 @@ class Metrics:
         # the keys are interned, and it is cleared at _STEPS_MAX entries anyway
         self._steps: dict = {}
 
-    def observe_transitions(self, transitions: Iterable[Transition]) -> None:
-        """Counter increments for status changes decided by this process.
+    def observe_moves(self, moves: Moves) -> None:
+        """Counter increments for the status changes this process decided.
 
-        Counted per batch, then added once per label set: a batch moves
-        thousands of incidents between a few hundred label sets, and each
-        ``labels()`` call costs a lookup under a lock. Moves are first counted
-        per (old, new) pair: contributions are interned (a few hundred), so a
-        batch has far fewer pairs than moves, and what a pair counts is worked
-        out once per process (:meth:`_steps_of`, memoised)."""
-        pairs: dict = {}  # (old, new) -> moves
-        delays = []       # ((old, new), category, seconds): observed if the pair became recorded
-        for t in transitions:
-            new = t.new
-            if new is None:
-                continue
-            pair = (t.old, new)
-            pairs[pair] = pairs.get(pair, 0) + 1
-            if t.delay_s is not None:
-                delays.append((pair, new.category, t.delay_s))
-        if not pairs:
+        The ledger counts a batch's moves per (old, new) pair
+        (:class:`~pipeline.core.tally.Moves`): contributions are interned (a
+        few hundred), so a batch has far fewer pairs than moves. What a pair
+        counts is worked out once per process (:meth:`_steps_of`, memoised),
+        and each counter is added to once per label set: each ``labels()``
+        call costs a lookup under a lock."""
+        if not moves.pairs:
             return
         memo, steps, decided = self._steps, {}, {}  # steps: (family, labels) -> n
-        for pair, n in pairs.items():
+        for pair, n in moves.pairs.items():
             got = memo.get(pair)
             if got is None:
                 if len(memo) >= _STEPS_MAX:
@@ -118,7 +108,7 @@ class Metrics:
         child = self.child
         for (family, labels), n in steps.items():
             child(family, labels).inc(n)
-        for pair, category, delay_s in delays:
+        for pair, category, delay_s in moves.delays:
             if decided[pair][1]:  # became recorded
                 child(self.delay, (category,)).observe(delay_s)
 

@@ -299,7 +299,7 @@ class Runner:
         elif part.changes is not None:
             ch = part.changes
             if part.stage_name == "incident":
-                m.observe_transitions(ch.transitions)
+                m.observe_moves(ch.moves)
                 self.views.board(part.partition, part.stage.ledger, list(ch.touched) + list(ch.evicted))
             else:
                 m.observe_cancellations(ch.cancellations)
