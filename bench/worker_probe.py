@@ -5,10 +5,10 @@ in this process, with two benchmark-only additions from outside the product:
   (``time.time()``): ``first``, when the first batch holding input records
   reached ``Runner.process`` (right after the consumer's ``getmany`` returned
   it): the "first message consumed" of the throughput benchmarks; ``ends``,
-  when each of the last 256 batches holding records had been processed,
-  published and checkpointed, and its commit sent (the worker commits in the
-  background while the next batch runs); ``busy``, whether such a batch is
-  in progress; ``gc_first`` and ``gc``, the seconds the cyclic garbage
+  when each of the last 256 batches holding records had been processed and
+  published, its checkpoints acknowledged and its offsets committed (the last
+  two in the background while the next batch runs); ``busy``, whether such
+  a batch is in progress (its foreground part); ``gc_first`` and ``gc``, the seconds the cyclic garbage
   collector had taken by then; ``in_batches`` and ``in_batches_cpu``, the
   wall time spent inside batches holding records, and the main thread's CPU
   in them (the difference is waiting: flushes, commits). The file (JSON, replaced atomically) is
@@ -68,11 +68,19 @@ def _probe_batches(path: str) -> None:
         result = await original(self, batch)
         state["in_batches"] += time.perf_counter() - t0
         state["in_batches_cpu"] += time.thread_time() - c0
-        state["ends"].append(time.time())
-        state["gc"].append(gc_seconds[1])
         state["batches"] += 1
         state["busy"] = False
-        write()
+        task = self._commit  # the batch's checkpoints acknowledged, then its offsets committed
+
+        def ended(_task=None) -> None:
+            state["ends"].append(time.time())
+            state["gc"].append(gc_seconds[1])
+            write()
+
+        if task is None or task.done():
+            ended()
+        else:
+            task.add_done_callback(ended)
         return result
 
     def write() -> None:

@@ -161,6 +161,12 @@ class _Outbox:
     async def flush(self):
         return None
 
+    def sent(self):
+        return []
+
+    async def acknowledged(self, writes):
+        return None
+
 
 class _Views:
     async def send(self):
@@ -239,8 +245,8 @@ def test_records_of_a_partition_assigned_but_not_yet_recovered_are_given_back():
 
 
 def test_a_batch_is_committed_while_the_next_is_processed_in_order_and_waited_for_before_a_rebalance():
-    """A batch's offsets are committed in the background (its outputs and
-    checkpoint are durable already): the next batch starts at once; its own
+    """A batch's offsets are committed in the background (its outputs are
+    durable already, its checkpoints once acknowledged): the next batch starts at once; its own
     commit goes out only after the one before is answered; a rebalance and a
     stop wait for the commit in flight."""
     import asyncio
@@ -280,6 +286,62 @@ def test_a_batch_is_committed_while_the_next_is_processed_in_order_and_waited_fo
         await revoke
         assert log[-1] == ("answered", 3)
         await runner.committed()  # nothing in flight: returns at once
+
+    asyncio.run(main())
+
+
+def test_a_batch_s_checkpoints_are_acknowledged_in_the_background_and_before_its_offsets_are_committed():
+    """The checkpoints a batch wrote are acknowledged while the next batch
+    runs: the batch is not held by them; its offsets are committed only once
+    they are; a rebalance waits for them (the partition's new owner must find
+    them); a failed write reaches the loop (``committed``) and is never
+    followed by a commit."""
+    import asyncio
+
+    import pytest
+    from aiokafka import TopicPartition
+
+    from pipeline.stream.outbox import OutboxError
+
+    tp = TopicPartition("cc.incidents", 0)
+    runner = _runner([tp])
+    commits = runner.consumer.commits
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        acks: list = []
+
+        class Outbox(_Outbox):
+            def sent(self):  # what a batch wrote last: its checkpoints
+                acks.append(loop.create_future())
+                return [acks[-1]]
+
+            async def acknowledged(self, writes):
+                await asyncio.wait(writes)
+                for fut in writes:
+                    if fut.exception() is not None:
+                        raise OutboxError("a write to the broker failed")
+
+        runner.outbox = Outbox()
+        batch = lambda offset: {tp: [Record(tp.topic, 0, offset, b"k", b"not json")]}  # noqa: E731
+        await asyncio.wait_for(runner.process(batch(0)), 5)  # not held by its checkpoints
+        await asyncio.sleep(0.05)
+        assert commits == []  # not before they are acknowledged
+        acks[0].set_result(None)
+        await asyncio.sleep(0.05)
+        assert commits == [{tp: 1}]
+        await runner.process(batch(1))
+        revoke = asyncio.ensure_future(runner.handover.revoke([tp]))
+        await asyncio.sleep(0.05)
+        assert not revoke.done() and commits == [{tp: 1}]  # given up only once they are durable
+        acks[1].set_result(None)
+        await revoke
+        assert commits[-1] == {tp: 2}
+        await runner.process(batch(2))
+        acks[2].set_exception(ConnectionError("broker gone"))
+        with pytest.raises(OutboxError):
+            await runner.committed()
+        assert commits[-1] == {tp: 2}  # the failed batch's offsets are never committed
 
     asyncio.run(main())
 

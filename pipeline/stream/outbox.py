@@ -115,26 +115,39 @@ class Outbox:
         for p, recs in by_partition.items():
             await self.send_records(topic, p, recs)
 
+    def sent(self) -> list[asyncio.Future]:
+        """The writes sent so far, to wait for with :meth:`acknowledged`."""
+        return list(self._pending)
+
+    async def acknowledged(self, writes: list[asyncio.Future]) -> None:
+        """Wait until each of ``writes`` is acknowledged (they are sent already:
+        the producer lingers 0 ms); raise :class:`OutboxError` if one failed.
+        Lets a task wait for its own writes while others keep sending."""
+        for fut in writes:
+            if not fut.done():
+                await asyncio.wait([fut])
+        for fut in writes:
+            exc = _failure(fut)
+            if exc is not None:
+                raise OutboxError(f"a write to the broker failed: {type(exc).__name__}: {exc}") from exc
+
     async def flush(self) -> None:
         """Wait until every record sent so far, by anyone, is acknowledged; raise
         if one failed.
 
-        Several tasks share the producer (the runner, the views reader): each
-        flush waits for everything sent before it, not only for what no other
-        flush has taken, so that no caller goes on before its records are
-        durable. A failed write stays in the list: every later flush raises too."""
+        Several tasks share the producer (the runner, the views reader, the
+        runner's background checkpoint wait): each flush waits for everything
+        sent before it, not only for what no other flush has taken, so that no
+        caller goes on before its records are durable. A failed write stays in
+        the list: every later flush raises too."""
         if self.producer is None or not self._pending:
             return
         pending = list(self._pending)
         await self.producer.flush()
-        for fut in pending:
-            if not fut.done():
-                await asyncio.wait([fut])
-        self._pending = [f for f in self._pending if not f.done() or _failure(f) is not None]
-        for fut in pending:
-            exc = _failure(fut)
-            if exc is not None:
-                raise OutboxError(f"a write to the broker failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            await self.acknowledged(pending)
+        finally:
+            self._pending = [f for f in self._pending if not f.done() or _failure(f) is not None]
         self.last_ack = asyncio.get_running_loop().time()
 
 

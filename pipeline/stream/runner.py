@@ -8,9 +8,9 @@ Per batch (all under :attr:`Runner.lock`):
 2. every output is sent: stage messages, alerts, dead letters, view updates;
 3. **flush**: all of them acknowledged by the broker;
 4. each changed stage partition writes its state changes and checkpoint
-   (:mod:`pipeline.stream.store`); **flush** again;
-5. the consumed offsets are committed, in the background: the next batch
-   starts while the commit is in flight (:meth:`Runner.committed`).
+   (:mod:`pipeline.stream.store`);
+5. in the background, while the next batch runs: the checkpoints are
+   acknowledged, then the consumed offsets committed (:meth:`Runner.committed`).
 
 Nothing is marked done before the effect it stands for is durable: a
 checkpoint follows its outputs, a commit follows its checkpoint. After a
@@ -140,8 +140,10 @@ class Runner:
                     await self.tick()
                     await self.handover.retry_if_due()
         finally:
-            await self.committed()
-            await consumer.stop()
+            try:
+                await self.committed()  # the last checkpoints acknowledged, the last offsets committed
+            finally:
+                await consumer.stop()
 
     async def stop(self) -> None:
         """Graceful stop: the batch in progress finishes (checkpointed, committed), then the group is left."""
@@ -197,16 +199,20 @@ class Runner:
             await self.store.write(plan.changelog(part.stage_name), part.partition, changes[part], part.meta(),
                                    part.next_offset)
             part.dirty = False
-        await self.outbox.flush()
-        fault.at("after_checkpoint", n)
         self.batches += 1
         self.last_batch = time.monotonic()
-        if commits:
-            await self.committed()  # the previous batch's: done by now, nearly always
-            self._commit = asyncio.ensure_future(self._commit_offsets(commits))
+        await self.committed()  # the previous batch's: done by now, nearly always
+        self._commit = asyncio.ensure_future(self._checkpointed(self.outbox.sent(), commits, n))
         self._freeze()
 
-    async def _commit_offsets(self, commits: dict) -> None:
+    async def _checkpointed(self, writes: list, commits: dict, n: int) -> None:
+        """In the background, while the next batch runs: wait for this batch's
+        checkpoints to be acknowledged, then commit its offsets. A failed write
+        raises here (and in every later flush): :meth:`committed` passes it on."""
+        await self.outbox.acknowledged(writes)
+        self.fault.at("after_checkpoint", n)
+        if not commits:
+            return
         try:
             await self.consumer.commit(commits)
         except KafkaError as exc:  # rebalanced meanwhile: positions and checkpoints keep it exact
@@ -214,17 +220,21 @@ class Runner:
                         type(exc).__name__)
 
     async def committed(self) -> None:
-        """Wait for the last batch's offset commit.
+        """Wait for the last batch's checkpoints and offset commit.
 
-        A batch's commit runs while the next batch is processed: its outputs
-        and checkpoint are durable already, and the commit only says where a
-        new owner of an input partition starts reading (input records read
-        again are dropped by their source position; a stage partition
-        starts from its checkpoint). Waiting for the broker's answer cost one
-        round trip a batch. Commits still go out in batch order: each waits
-        for the one before (and the client sends one at a time). Waited for
-        before the next commit, before partitions are given up (a rebalance),
-        and before the consumer stops."""
+        A batch's checkpoints are acknowledged, and then its offsets
+        committed, while the next batch is processed: its outputs are durable
+        already (the state they follow from is in the checkpoint, or is made
+        again from the stage messages after it), and the commit only says
+        where a new owner of an input partition starts reading (input records
+        read again are dropped by their source position; a stage partition
+        starts from its checkpoint). Waiting for the broker cost two round
+        trips a batch. The order stays: the next batch's outputs are
+        acknowledged with these checkpoints (a flush waits for everything
+        sent before it), and each commit waits for the one before (the client
+        sends one at a time). Waited for before the next commit, before
+        partitions are given up (a rebalance: their new owner must find the
+        last checkpoint), and before the consumer stops."""
         task, self._commit = self._commit, None
         if task is not None:
             await task
@@ -327,9 +337,12 @@ class Runner:
     async def tick(self) -> None:
         """The watermark broadcast when W moved (at most every
         :data:`WATERMARK_INTERVAL`), and audit parts and feed activity (at most
-        every ``tick_interval``)."""
+        every ``tick_interval``). Nothing waits for them to be acknowledged:
+        no progress is recorded on them (a lost broadcast is made again when
+        W moves on; a view is replaced by the next), and a failed write still
+        stops the next batch's flush."""
         now = time.monotonic()
-        sent = await self._broadcast(now)
+        await self._broadcast(now)
         if now - self._last_tick >= self.settings.tick_interval:
             self._last_tick = now
             for (stage, partition), part in self.owned.items():
@@ -338,23 +351,20 @@ class Runner:
                 if at - self._feeds_sent.get(key, 0.0) >= 5.0:
                     self._feeds_sent[key] = at
                     self.views.feed(key[0], key[1], at)
-            sent = await self.views.send() or sent
-        if sent:
-            await self.outbox.flush()
+            await self.views.send()
 
-    async def _broadcast(self, now: float) -> bool:
+    async def _broadcast(self, now: float) -> None:
         """Tell every stage partition the greatest event time, when it moved: a
         partition with no traffic of its own learns from it that a deadline passed."""
         if now - self._last_broadcast < min(WATERMARK_INTERVAL, self.settings.tick_interval):
-            return False
+            return
         self._last_broadcast = now
         self.raise_max_time()
         if self.max_time is None or self.max_time == self._broadcast_t:
-            return False
+            return
         self._broadcast_t = self.max_time
         for stage, partition, value in self.router.broadcast(self.max_time, STAGES):
             await self.outbox.send(self.plan.ops(stage), value, partition=partition)
-        return True
 
     # ------------------------------------------------------------------ failures
     def _intake_error(self, topic, partition, offset, key, value, exc) -> None:
