@@ -68,8 +68,9 @@ class ListProducer:
         return _done()
 
     async def send(self, topic, value=None, key=None, partition=None, headers=None):
-        self.logs.setdefault((topic, partition), []).append((key, value))
-        return _done()
+        log = self.logs.setdefault((topic, partition), [])
+        log.append((key, value))
+        return _done(Sent(len(log) - 1))
 
     async def flush(self) -> None:
         pass
@@ -86,9 +87,15 @@ class ListConsumer:
         return set()
 
 
-def _done():
+class Sent(NamedTuple):
+    """What the producer's future gives a sent record: its offset."""
+
+    offset: int
+
+
+def _done(result=None):
     fut = asyncio.get_running_loop().create_future()
-    fut.set_result(None)
+    fut.set_result(result)
     return fut
 
 

@@ -81,8 +81,8 @@ class Harness:
         self._publish()
 
     def _publish(self) -> None:
-        for stage, p, value in self.router.drain(self.max_time):
-            self.ops[(stage, p)].append(value)
+        for out in self.router.drain(self.max_time):
+            self.ops[(out.stage, out.partition)].append(out.value)
         self.alerts.extend(self.router.alerts)
         self.router.alerts = []
         self.deadletters.extend(self.router.deadletters)
@@ -150,8 +150,8 @@ class Harness:
     def broadcast(self) -> None:
         """The watermark source to every stage partition (a tick)."""
         if self.max_time is not None:
-            for stage, p, value in self.router.broadcast(self.max_time, STAGES):
-                self.ops[(stage, p)].append(value)
+            for out in self.router.broadcast(self.max_time, STAGES):
+                self.ops[(out.stage, out.partition)].append(out.value)
 
     def _recover(self, key) -> None:
         """The partition's owner died (or is presumed dead): a new one recovers it."""

@@ -682,3 +682,73 @@ def test_a_batch_freezes_what_survived_it_and_the_full_collection_frees_garbage_
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_own_records_are_applied_from_memory_once_acknowledged_and_in_log_order():
+    """Loopback: a stage record this worker sent to a partition it owns is
+    applied from the messages it was encoded from (its bytes are never
+    decoded), only once the broker acknowledged it, and only when its offset
+    is the partition's next: a record another worker wrote before it is
+    applied first, from the log; one the consumer applied first is not
+    applied again; a failed write is never applied; a message that fails is
+    dead-lettered under the record's topic and offset."""
+    import asyncio
+
+    from pipeline.core.events import CrimeEvent, IncidentEvent
+    from pipeline.stream.codec import encode_batch
+    from pipeline.stream.loopback import Loopback
+    from pipeline.stream.partitions import IncidentPartition
+    from pipeline.stream.transport import KafkaRouter, Outgoing
+
+    topic = "cdiwatch-incident-ops"
+    part = IncidentPartition(0, Settings().core(), KafkaRouter(1))
+    owned = {("incident", 0): part}
+    ledger = part.incidents.ledger
+    t0 = 1_700_000_000_000_000
+    errors: list = []
+
+    def on_error(stage, record, op, exc):
+        errors.append((stage, record.topic, record.offset, type(op).__name__, type(exc).__name__))
+
+    def opened(i: int) -> IncidentEvent:
+        return IncidentEvent(t0 + i, f"e{i}", "opened", f"I{i}", "burglary", None, t0 + i, "999", "Medway")
+
+    loop = asyncio.new_event_loop()
+    loopback = Loopback()
+
+    def send(*ops) -> asyncio.Future:
+        sent = loop.create_future()
+        loopback.keep(sent, Outgoing("incident", 0, b"\xc1 not msgpack", t0 + 100, list(ops)))
+        return sent
+
+    def acknowledge(sent: asyncio.Future, offset: int) -> None:
+        sent.set_result(type("Meta", (), {"offset": offset})())
+
+    def deliver() -> int:
+        return loopback.deliver(owned, lambda stage: f"cdiwatch-{stage}-ops", on_error)
+
+    first, second = send(opened(1)), send(opened(2), CrimeEvent(t0, "c1", "recorded", "C1"))
+    assert deliver() == 0 and part.next_offset == 0  # not acknowledged yet
+    acknowledge(second, 2)
+    assert deliver() == 0  # in order: the first is not acknowledged
+    acknowledge(first, 1)
+    assert deliver() == 0 and part.next_offset == 0  # offset 0 is another worker's: the log's turn
+    assert part.process(Record(topic, 0, 0, None, encode_batch(t0, [opened(0)])), on_error)
+    assert deliver() == 2 and part.next_offset == 3
+    assert set(ledger.incidents) == {"I0", "I1", "I2"} and ledger.max_time == t0 + 100
+    assert errors == [("incident", topic, 2, "CrimeEvent", "TypeError")]
+    assert part.process(Record(topic, 0, 1, None, b"\xc1"), on_error)  # read back: before next, skipped
+    assert part.next_offset == 3 and len(errors) == 1
+
+    third = send(opened(3))
+    assert part.process(Record(topic, 0, 3, None, encode_batch(t0, [opened(3)])), on_error)  # the log first
+    acknowledge(third, 3)
+    assert deliver() == 0 and part.next_offset == 4 and not loopback.sent
+    failed = send(opened(4))
+    failed.set_exception(ConnectionError("broker gone"))
+    assert deliver() == 0 and part.next_offset == 4 and "I4" not in ledger.incidents and not loopback.sent
+    gone = loop.create_future()
+    loopback.keep(gone, Outgoing("incident", 1, b"", None, [opened(5)]))  # a partition given up since
+    acknowledge(gone, 0)
+    assert deliver() == 0 and not loopback.sent
+    loop.close()

@@ -70,8 +70,24 @@ class StagePartition:
         except (msgspec.DecodeError, TypeError) as exc:
             on_error(self.stage_name, record, None, exc)
             return True  # dead-lettered: applied as far as it can be
+        self._apply(batch.t, batch.ops, record, on_error)
+        return True
+
+    def apply_own(self, record: Any, t: int | None, ops: list[Any], on_error: ErrorHandler) -> bool:
+        """Apply a record this worker wrote to the partition's input, from the
+        messages it was encoded from (no decoding): only when it is the next
+        one to apply; False (nothing done) otherwise. ``record`` names its
+        topic, partition, offset and value, for a dead letter."""
+        if record.offset != self.next_offset:
+            return False
+        self.next_offset = record.offset + 1
+        self.dirty = True
+        self._apply(t, ops, record, on_error)
+        return True
+
+    def _apply(self, t: int | None, ops: list[Any], record: Any, on_error: ErrorHandler) -> None:
         dispatch = self.dispatch
-        for op in batch.ops:
+        for op in ops:
             try:
                 dispatch(op)
             except Exception as exc:  # noqa: BLE001 - no message stops a worker
@@ -79,8 +95,7 @@ class StagePartition:
         # The batch's event time last, as the in-process wiring does: each message
         # applies under the watermark of what was read before it, so an
         # incident's own late event keeps it alive instead of finding it evicted.
-        self.stage.observe(batch.t)
-        return True
+        self.stage.observe(t)
 
     def skip_to(self, offset: int) -> None:
         """The records before ``offset`` are gone from the log (retention removed

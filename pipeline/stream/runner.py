@@ -4,7 +4,8 @@ topics; batches applied, published, checkpointed, committed, in that order.
 Per batch (all under :attr:`Runner.lock`):
 
 1. input records -> :class:`~pipeline.stream.intake.Intake` -> event-stage messages;
-   stage records -> their :class:`~pipeline.stream.partitions.StagePartition`;
+   stage records -> their :class:`~pipeline.stream.partitions.StagePartition`
+   (those this worker wrote, from memory: :mod:`pipeline.stream.loopback`);
 2. every output is sent: stage messages, alerts, dead letters, view updates;
 3. **flush**: all of them acknowledged by the broker;
 4. each changed stage partition writes its state changes and checkpoint
@@ -50,6 +51,7 @@ from .deadletters import deadletter_record
 from .faults import FaultPlan
 from .handover import Handover
 from .intake import Intake
+from .loopback import Loopback
 from .metrics import Metrics
 from .outbox import Outbox
 from .partitions import StagePartition
@@ -84,6 +86,7 @@ class Runner:
         self.client_options = client_options
         self.worker_id = worker_id
         self.router = KafkaRouter(settings.partitions)
+        self.loopback = Loopback()  # stage records sent to partitions owned here, applied from memory
         self.intake = Intake(self.config.topics, Validator(self.config.vocabulary, self.config.limits), self.router)
         self.store = ChangelogStore(outbox, client_options, f"{settings.app_id}-{worker_id}")
         self.owned: dict[tuple[str, int], StagePartition] = {}
@@ -156,6 +159,8 @@ class Runner:
         now = time.time()
         commits = {}
         before = {key: p.counts_now() for key, p in owned.items() if key[0] == "event"}
+        loopback, ops_topic = self.loopback, plan.ops
+        loopback.deliver(owned, ops_topic, self._stage_error)
         for tp, records in batch.items():
             if not records:
                 continue
@@ -178,6 +183,7 @@ class Runner:
                         break
                     if i & 7 == 7:  # a stage record can hold thousands of messages
                         await asyncio.sleep(0)
+                loopback.deliver(owned, ops_topic, self._stage_error, (part.stage_name, tp.partition))
                 commits[tp] = part.next_offset  # never past what is applied
             self.consumed[topic] += len(records)
         dirty = [p for p in owned.values() if p.dirty]
@@ -222,18 +228,14 @@ class Runner:
     async def committed(self) -> None:
         """Wait for the last batch's checkpoints and offset commit.
 
-        A batch's checkpoints are acknowledged, and then its offsets
-        committed, while the next batch is processed: its outputs are durable
-        already (the state they follow from is in the checkpoint, or is made
-        again from the stage messages after it), and the commit only says
-        where a new owner of an input partition starts reading (input records
-        read again are dropped by their source position; a stage partition
-        starts from its checkpoint). Waiting for the broker cost two round
-        trips a batch. The order stays: the next batch's outputs are
-        acknowledged with these checkpoints (a flush waits for everything
-        sent before it), and each commit waits for the one before (the client
-        sends one at a time). Waited for before the next commit, before
-        partitions are given up (a rebalance: their new owner must find the
+        Both run while the next batch is processed: its outputs are durable
+        already, and the commit only says where a new owner of an input
+        partition starts reading (input records read again are dropped by
+        their source position; a stage partition starts from its
+        checkpoint). Waiting for them cost two round trips a batch. The order
+        stays: the next batch's output flush waits for these checkpoints too,
+        and each commit waits for the one before. Waited for before the next
+        commit, before partitions are given up (their new owner must find the
         last checkpoint), and before the consumer stops."""
         task, self._commit = self._commit, None
         if task is not None:
@@ -315,9 +317,11 @@ class Runner:
                 m.observe_cancellations(ch.cancellations)
 
     async def _send_outputs(self) -> None:
-        plan, outbox, router = self.plan, self.outbox, self.router
-        for stage, partition, value in router.drain(self.max_time):
-            await outbox.send(plan.ops(stage), value, partition=partition)
+        plan, outbox, router, owned, keep = self.plan, self.outbox, self.router, self.owned, self.loopback.keep
+        for out in router.drain(self.max_time):
+            sent = await outbox.send(plan.ops(out.stage), out.value, partition=out.partition)
+            if (out.stage, out.partition) in owned:
+                keep(sent, out)
         alerts, router.alerts = router.alerts, []
         if alerts:
             await outbox.send_keyed(plan.alerts, [(a.incident_id.encode("utf-8"), alert_record(a)) for a in alerts])
@@ -363,8 +367,10 @@ class Runner:
         if self.max_time is None or self.max_time == self._broadcast_t:
             return
         self._broadcast_t = self.max_time
-        for stage, partition, value in self.router.broadcast(self.max_time, STAGES):
-            await self.outbox.send(self.plan.ops(stage), value, partition=partition)
+        for out in self.router.broadcast(self.max_time, STAGES):
+            sent = await self.outbox.send(self.plan.ops(out.stage), out.value, partition=out.partition)
+            if (out.stage, out.partition) in self.owned:
+                self.loopback.keep(sent, out)
 
     # ------------------------------------------------------------------ failures
     def _intake_error(self, topic, partition, offset, key, value, exc) -> None:

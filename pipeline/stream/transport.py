@@ -10,17 +10,29 @@ checkpoint.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.events import Alert, CrimeEvent, IncidentEvent, Link, Notice, Rewind, Stale
 from ..core.routing import key_of, partition_for
 from .codec import encode_batch
 
-__all__ = ["KafkaRouter", "MAX_BATCH_BYTES"]
+__all__ = ["KafkaRouter", "Outgoing", "MAX_BATCH_BYTES"]
 
 #: A stage record's size goal: well under the producer's 1 MB limit (a dead
 #: letter carried to the event stage is at most ~90 KB).
 MAX_BATCH_BYTES = 512 * 1024
+
+
+class Outgoing(NamedTuple):
+    """One stage record to send: where, its bytes, and what they carry (``t``,
+    ``ops``), kept so that the worker that owns the target partition can apply
+    it from memory once it is in the log (the runner's local delivery)."""
+
+    stage: str
+    partition: int
+    value: bytes
+    t: int | None
+    ops: list[Any]
 
 
 class KafkaRouter:
@@ -75,26 +87,26 @@ class KafkaRouter:
         self.deadletters.append((key, record))
 
     # -- after the batch
-    def drain(self, t: int | None) -> list[tuple[str, int, bytes]]:
-        """(stage, partition, record value) for every gathered message, ``t`` on each record."""
+    def drain(self, t: int | None) -> list[Outgoing]:
+        """The records of every gathered message, ``t`` on each record."""
         out = []
         for (stage, partition), ops in self.ops.items():
-            for value in _encode(t, ops):
-                out.append((stage, partition, value))
+            for value, part in _encode(t, ops):
+                out.append(Outgoing(stage, partition, value, t, part))
         self.ops = {}
         return out
 
-    def broadcast(self, t: int, stages: tuple[str, ...]) -> list[tuple[str, int, bytes]]:
+    def broadcast(self, t: int, stages: tuple[str, ...]) -> list[Outgoing]:
         """An empty message with ``t`` for every partition of ``stages``: the watermark moved."""
         record = encode_batch(t, [])
-        return [(stage, p, record) for stage in stages for p in range(self.partitions)]
+        return [Outgoing(stage, p, record, t, []) for stage in stages for p in range(self.partitions)]
 
 
-def _encode(t: int | None, ops: list[Any]) -> list[bytes]:
-    """Records for a partition's messages, halved until none passes :data:`MAX_BATCH_BYTES`
-    (one message is at most ~90 KB: a dead letter, or a crime naming 100 long ids)."""
+def _encode(t: int | None, ops: list[Any]) -> list[tuple[bytes, list[Any]]]:
+    """Records (and the messages of each) for a partition's messages, halved until none passes
+    :data:`MAX_BATCH_BYTES` (one message is at most ~90 KB: a dead letter, or a crime naming 100 long ids)."""
     value = encode_batch(t, ops)
     if len(value) <= MAX_BATCH_BYTES or len(ops) == 1:
-        return [value]
+        return [(value, ops)]
     half = len(ops) // 2
     return _encode(t, ops[:half]) + _encode(t, ops[half:])
