@@ -752,3 +752,36 @@ def test_own_records_are_applied_from_memory_once_acknowledged_and_in_log_order(
     acknowledge(gone, 0)
     assert deliver() == 0 and not loopback.sent
     loop.close()
+
+
+def test_every_stage_message_goes_to_the_partition_its_routing_key_names():
+    """The router's callers that have the key at hand (intake, the stages'
+    sends) route exactly as :func:`~pipeline.core.routing.key_of` says: the
+    one rule of which partition owns a message."""
+    from pipeline.core.events import CrimeEvent, IncidentEvent, Link, Notice
+    from pipeline.core.routing import key_of, partition_for
+    from pipeline.core.validation import Validator
+    from pipeline.stream.intake import Intake
+    from pipeline.stream.transport import KafkaRouter
+
+    config = Settings().core()
+    router = KafkaRouter(6)
+    intake = Intake(config.topics, Validator(config.vocabulary, config.limits), router)
+    validator = Validator(config.vocabulary, config.limits)
+    now = 4_000_000_000_000_000
+    for i, m in enumerate(MESSAGES):
+        intake.handle(m.topic, [Record(m.topic, i % 3, i, m.key, m.payload)], lambda *a: None)
+        ev = validator.validate(config.topics.side_of(m.topic), m.payload, now)
+        if isinstance(ev, IncidentEvent):
+            router.incident_event(ev, i % 2 == 0)
+            router.link(Link(ev.incident_id, f"C{i}", None))
+        elif isinstance(ev, CrimeEvent):
+            router.crime_event(ev, i % 2 == 0)
+            for incident_id in ev.incident_ids:
+                router.notice(Notice(ev.crime_id, incident_id))
+    routed = 0
+    for (stage, partition), ops in router.ops.items():
+        for op in ops:
+            assert partition_for(key_of(op), 6) == partition, (stage, op)
+            routed += 1
+    assert {stage for stage, _ in router.ops} == {"event", "incident", "crime"} and routed > 2 * len(MESSAGES)

@@ -57,7 +57,7 @@ class Intake:
         assert side is not None  # the runner hands over input topics only
         now = time.time_ns() // 1000
         validator = self.validator
-        add = self.router.add
+        add, add_keyed = self.router.add, self.router.add_keyed
         values = [b"" if r.value is None else r.value for r in records]
         try:
             results = validator.validate_many(side, values, now)
@@ -74,7 +74,7 @@ class Intake:
                                                     result.detail, now)
                     add("event", Invalid(side, r.partition, r.offset, result.reason, key, record))
                 else:
-                    add("event", Arrival(result, r.partition, r.offset))
+                    add_keyed("event", result.event_id, Arrival(result, r.partition, r.offset))
             except Exception as exc:  # noqa: BLE001 - no message stops a worker
                 on_error(topic, r.partition, r.offset, r.key, r.value, exc)
         return len(records)

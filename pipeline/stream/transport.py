@@ -46,7 +46,11 @@ class KafkaRouter:
 
     def add(self, stage: str, op: Any) -> None:
         """One message to the partition of ``stage`` that owns its key."""
-        target = (stage, partition_for(key_of(op), self.partitions))
+        self.add_keyed(stage, key_of(op), op)
+
+    def add_keyed(self, stage: str, key: str, op: Any) -> None:
+        """:meth:`add` for a caller that has the key at hand (``key_of(op)``)."""
+        target = (stage, partition_for(key, self.partitions))
         ops = self.ops.get(target)
         if ops is None:
             self.ops[target] = [op]
@@ -69,16 +73,16 @@ class KafkaRouter:
 
     # -- the Router protocol of the core stages
     def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
-        self.add("incident", Stale(ev) if stale else ev)
+        self.add_keyed("incident", ev.incident_id, Stale(ev) if stale else ev)
 
     def crime_event(self, ev: CrimeEvent, stale: bool) -> None:
-        self.add("crime", Stale(ev) if stale else ev)
+        self.add_keyed("crime", ev.crime_id, Stale(ev) if stale else ev)
 
     def link(self, link: Link) -> None:
-        self.add("incident", link)
+        self.add_keyed("incident", link.incident_id, link)
 
     def notice(self, notice: Notice) -> None:
-        self.add("crime", notice)
+        self.add_keyed("crime", notice.crime_id, notice)
 
     def alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
