@@ -85,6 +85,13 @@ class Moves:
         if delay_s is not None:
             self.delays.append((pair, new.category, delay_s))
 
+    def merge(self, other: Moves) -> None:
+        """Add ``other``'s moves to these (the runner counts a batch's partitions together)."""
+        pairs = self.pairs
+        for pair, n in other.pairs.items():
+            pairs[pair] = pairs.get(pair, 0) + n
+        self.delays.extend(other.delays)
+
     def clear(self) -> None:
         self.pairs.clear()
         self.delays.clear()

@@ -17,18 +17,21 @@ module labels them ``other``.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
+from itertools import accumulate
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..core.audit import fold
 from ..core.tally import Contribution, Moves
 from ..core.vocabulary import EXEMPT, LATE, OVERDUE, RECORDED_STATUSES, REQUIRED_STATUSES
 
-__all__ = ["Metrics", "StateCollector", "district_label", "OTHER_DISTRICT"]
+__all__ = ["Metrics", "StateCollector", "CounterFamily", "DelayHistogram", "district_label", "OTHER_DISTRICT"]
 
 # ``*_created`` series double the exposition and no rule or dashboard uses them.
 disable_created_metrics()
@@ -49,16 +52,22 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.required = PCounter("cdi_incidents_required_total", "Incidents that became crime-related (a record is required).",
-                                 ["category", "district", "channel"], registry=r)
-        self.recorded = PCounter("cdi_incidents_recorded_total", "Required incidents that got a crime record.",
-                                 ["category", "district", "timeliness"], registry=r)
-        self.breached = PCounter("cdi_incidents_breached_total", "Required incidents whose recording deadline passed unrecorded.",
-                                 ["category", "district", "channel"], registry=r)
-        self.exempt = PCounter("cdi_incidents_exempt_total", "Required incidents exempted (reason: reclassified_non_crime, no_crime, transferred, duplicate).",
-                               ["category", "reason"], registry=r)
-        self.delay = Histogram("cdi_recording_delay_seconds", "Seconds from report (required_since) to crime record.",
-                               ["category"], buckets=DELAY_BUCKETS, registry=r)
+        # The four counters of status moves are counted here (CounterFamily): a batch adds to
+        # hundreds of their label sets, and a prometheus_client child takes a lock for each.
+        self.required = CounterFamily("cdi_incidents_required_total",
+                                      "Incidents that became crime-related (a record is required).",
+                                      ["category", "district", "channel"])
+        self.recorded = CounterFamily("cdi_incidents_recorded_total", "Required incidents that got a crime record.",
+                                      ["category", "district", "timeliness"])
+        self.breached = CounterFamily("cdi_incidents_breached_total",
+                                      "Required incidents whose recording deadline passed unrecorded.",
+                                      ["category", "district", "channel"])
+        self.exempt = CounterFamily("cdi_incidents_exempt_total", "Required incidents exempted (reason: "
+                                    "reclassified_non_crime, no_crime, transferred, duplicate).", ["category", "reason"])
+        for family in (self.required, self.recorded, self.breached, self.exempt):
+            r.register(family)
+        self.delay = DelayHistogram(DELAY_BUCKETS)
+        r.register(self.delay)
         self.cancelled = PCounter("cdi_crimes_cancelled_total", "Crime cancellation events (reason 'none' when absent).",
                                   ["reason"], registry=r)
         self.events = PCounter("cdi_events_total", "Input messages by outcome.", ["topic", "outcome"], registry=r)
@@ -90,12 +99,10 @@ class Metrics:
         The ledger counts a batch's moves per (old, new) pair
         (:class:`~pipeline.core.tally.Moves`): contributions are interned (a
         few hundred), so a batch has far fewer pairs than moves. What a pair
-        counts is worked out once per process (:meth:`_steps_of`, memoised),
-        and each counter is added to once per label set: each ``labels()``
-        call costs a lookup under a lock."""
+        counts is worked out once per process (:meth:`_steps_of`, memoised)."""
         if not moves.pairs:
             return
-        memo, steps, decided = self._steps, {}, {}  # steps: (family, labels) -> n
+        memo, decided = self._steps, {}
         for pair, n in moves.pairs.items():
             got = memo.get(pair)
             if got is None:
@@ -103,18 +110,17 @@ class Metrics:
                     memo.clear()
                 got = memo[pair] = self._steps_of(*pair)
             decided[pair] = got
-            for step in got[0]:
-                steps[step] = steps.get(step, 0) + n
-        child = self.child
-        for (family, labels), n in steps.items():
-            child(family, labels).inc(n)
+            for counts, labels in got[0]:
+                counts[labels] = counts.get(labels, 0.0) + n
+        observe = self.delay.observe
         for pair, category, delay_s in moves.delays:
             if decided[pair][1]:  # became recorded
-                child(self.delay, (category,)).observe(delay_s)
+                observe(category, delay_s)
 
     def _steps_of(self, old: Contribution | None, new: Contribution) -> tuple[tuple, bool]:
-        """The counters a move from ``old`` to ``new`` adds one to, ``((family,
-        labels), ...)``, and whether the incident became recorded (its delay is observed)."""
+        """The counters a move from ``old`` to ``new`` adds one to, ``((counts,
+        labels), ...)`` (a :class:`CounterFamily`'s counts and the key in them),
+        and whether the incident became recorded (its delay is observed)."""
         status, category, district, channel, reason = new
         district = district_label(district)
         old_status = old.status if old else None
@@ -132,7 +138,7 @@ class Metrics:
             out.append((self.breached, (category, district, channel)))
         if status == EXEMPT and old_status != EXEMPT:
             out.append((self.exempt, (category, reason)))
-        return tuple(out), became_recorded
+        return tuple((family.counts, family.key(labels)) for family, labels in out), became_recorded
 
     def observe_cancellations(self, reasons: Iterable[str | None]) -> None:
         for reason, n in Counter(reason or "none" for reason in reasons).items():
@@ -152,6 +158,69 @@ class Metrics:
         if got is None:
             got = self._children[key] = family.labels(*labels)
         return got
+
+
+class CounterFamily(Collector):
+    """A counter family counted here, ``labels -> total``, and exposed at scrape
+    time exactly as a prometheus_client ``Counter`` with those labels (the same
+    samples, in the order the label sets first counted). Adding is a dict
+    update, where a ``Counter`` child takes a lock. Counted and scraped on the
+    worker's one event-loop thread."""
+
+    def __init__(self, name: str, doc: str, labelnames: list[str]) -> None:
+        self.name, self.doc, self.labelnames = name, doc, tuple(labelnames)
+        self.counts: dict[tuple[str, ...], float] = {}
+
+    @staticmethod
+    def key(labels: tuple) -> tuple[str, ...]:
+        """The key of a label set in :attr:`counts` (values as ``labels()`` would make them: text)."""
+        return tuple(str(value) for value in labels)
+
+    def collect(self):
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, n in self.counts.items():
+            family.add_metric(list(labels), n)
+        return [family]
+
+    def describe(self):
+        return []
+
+
+class DelayHistogram(Collector):
+    """``cdi_recording_delay_seconds``, by category: counted here, exposed as a
+    histogram at scrape time (the same ``_bucket``, ``_count`` and ``_sum``
+    samples as prometheus_client's ``Histogram``). A batch observes thousands
+    of delays, and ``Histogram.observe`` takes a lock and walks the buckets for
+    each one; here it is a bisection and two additions. Observed and scraped
+    on the worker's one event-loop thread."""
+
+    NAME = "cdi_recording_delay_seconds"
+    DOC = "Seconds from report (required_since) to crime record."
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        self.bounds = tuple(float(b) for b in buckets)
+        self.counts: dict[str, list[int]] = {}  # category -> count per bucket (the last: above every bound)
+        self.sums: dict[str, float] = {}
+
+    def observe(self, category: str | None, seconds: float) -> None:
+        label = str(category)  # as a Histogram's labels() would make it
+        counts = self.counts.get(label)
+        if counts is None:
+            counts = self.counts[label] = [0] * (len(self.bounds) + 1)
+            self.sums[label] = 0.0
+        counts[bisect_left(self.bounds, seconds)] += 1  # the first bucket whose bound is >= seconds
+        self.sums[label] += seconds
+
+    def collect(self):
+        family = HistogramMetricFamily(self.NAME, self.DOC, labels=["category"])
+        for label, counts in self.counts.items():
+            cumulative = list(accumulate(counts))
+            buckets = [(floatToGoString(b), n) for b, n in zip(self.bounds, cumulative)]
+            family.add_metric([label], buckets + [("+Inf", cumulative[-1])], self.sums[label])
+        return [family]
+
+    def describe(self):
+        return []
 
 
 class StateCollector(Collector):

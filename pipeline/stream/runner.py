@@ -43,6 +43,7 @@ from collections import Counter
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
+from ..core.tally import Moves
 from ..core.validation import Validator
 from ..kafka.client import reveal
 from ..kafka.topics import STAGES, TopicPlan
@@ -187,10 +188,11 @@ class Runner:
                 commits[tp] = part.next_offset  # never past what is applied
             self.consumed[topic] += len(records)
         dirty = [p for p in owned.values() if p.dirty]
-        changes = {}
+        changes, moves = {}, Moves()  # moves: the incident partitions' together, counted once
         for part in dirty:
             changes[part] = part.collect()
-            self._observe(part, before)
+            self._observe(part, before, moves)
+        self.metrics.observe_moves(moves)
         self.raise_max_time()
         fault, n = self.fault, self.batches + 1
         fault.at("before_outputs", n)
@@ -242,11 +244,10 @@ class Runner:
             await task
 
     def _freeze(self) -> None:
-        """After a batch: what is alive now is the ledgers' state, which lives long,
-        so the cyclic collector stops walking it (``gc.freeze``), and walks only
-        what the next batches make: it took 4% of a worker's time walking the
-        state again and again. Garbage cycles among frozen objects (an asyncio
-        future's, say) wait for the next full collection, every
+        """After a batch: what is alive now is the ledgers' state, which lives long, so the
+        cyclic collector stops walking it (``gc.freeze``: that took 4% of a worker's time)
+        and walks only what the next batches make. Garbage cycles among frozen objects
+        (an asyncio future's, say) wait for the next full collection, every
         :data:`FULL_COLLECTION_INTERVAL`; 0.2 s with a month of state."""
         now = time.monotonic()
         if now >= self._full_collection_at:
@@ -294,7 +295,7 @@ class Runner:
                        tp.topic, tp.partition, offset, expected, offset - 1, expected)
         self.consumer.seek(tp, expected)
 
-    def _observe(self, part: StagePartition, before: dict) -> None:
+    def _observe(self, part: StagePartition, before: dict, moves: Moves) -> None:
         """Metrics and views for what a partition's batch changed."""
         m = self.metrics
         if part.stage_name == "event":
@@ -311,7 +312,7 @@ class Runner:
         elif part.changes is not None:
             ch = part.changes
             if part.stage_name == "incident":
-                m.observe_moves(ch.moves)
+                moves.merge(ch.moves)
                 self.views.board(part.partition, part.stage.ledger, list(ch.touched) + list(ch.evicted))
             else:
                 m.observe_cancellations(ch.cancellations)
