@@ -3,7 +3,9 @@ changelog values, and the records of the views topic.
 
 Stage messages travel in batches: one Kafka record carries every message for
 one target partition of one processed batch, as msgpack, decoded straight back
-to the core's types (:mod:`pipeline.core.events`) in C. Each batch also carries
+to the core's types (:mod:`pipeline.core.events`) in C (by a worker that did
+not write it: the writer applies its own from memory, :mod:`pipeline.stream.loopback`).
+Each batch also carries
 ``t``, the greatest ``occurred_at`` its sender has seen: the watermark source,
 which is how one busy partition moves the event-time clock everywhere.
 Output records for people and other systems (alerts, dead letters) are JSON.
