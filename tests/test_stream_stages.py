@@ -785,3 +785,26 @@ def test_every_stage_message_goes_to_the_partition_its_routing_key_names():
             assert partition_for(key_of(op), 6) == partition, (stage, op)
             routed += 1
     assert {stage for stage, _ in router.ops} == {"event", "incident", "crime"} and routed > 2 * len(MESSAGES)
+
+
+def test_messages_gathered_after_rewinds_were_forgotten_are_sent_with_the_rest_in_order():
+    """The router keeps its per-partition lists twice (by (stage, partition)
+    and by stage, then partition); forgetting rewinds replaces lists, and a
+    message added after that must still be sent, after the ones before it."""
+    from pipeline.core.events import Notice, Rewind
+    from pipeline.core.routing import partition_for
+    from pipeline.stream.transport import KafkaRouter
+
+    router = KafkaRouter(2)
+    p = partition_for("e1", 2)
+    router.rewind("incidents", 0, 5)
+    router.rewind("incidents", 1, 7)
+    first, second = Notice("C1", "I1"), Notice("C2", "I2")
+    router.add_keyed("event", "e1", first)
+    router.forget_rewinds({("incidents", 0)})
+    router.add_keyed("event", "e1", second)
+    sent = {(out.stage, out.partition): out.ops for out in router.drain(None)}
+    assert sent[("event", p)] == [Rewind("incidents", 1, 7), first, second]
+    assert sent[("event", 1 - p)] == [Rewind("incidents", 1, 7)]
+    router.add_keyed("event", "e1", first)  # a new batch starts empty
+    assert [out.ops for out in router.drain(None)] == [[first]]

@@ -26,7 +26,7 @@ MAX_BATCH_BYTES = 512 * 1024
 class Outgoing(NamedTuple):
     """One stage record to send: where, its bytes, and what they carry (``t``,
     ``ops``), kept so that the worker that owns the target partition can apply
-    it from memory once it is in the log (the runner's local delivery)."""
+    it from memory once it is in the log (:mod:`~pipeline.stream.loopback`)."""
 
     stage: str
     partition: int
@@ -41,6 +41,9 @@ class KafkaRouter:
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self.ops: dict[tuple[str, int], list[Any]] = {}
+        # The same lists by stage, then partition: a message is added without
+        # making and hashing a (stage, partition) tuple (see _list).
+        self._lists: dict[str, list[list[Any] | None]] = {}
         self.alerts: list[Alert] = []
         self.deadletters: list[tuple[bytes | None, bytes]] = []
 
@@ -50,19 +53,27 @@ class KafkaRouter:
 
     def add_keyed(self, stage: str, key: str, op: Any) -> None:
         """:meth:`add` for a caller that has the key at hand (``key_of(op)``)."""
-        target = (stage, partition_for(key, self.partitions))
-        ops = self.ops.get(target)
+        self._list(stage, partition_for(key, self.partitions)).append(op)
+
+    def _list(self, stage: str, partition: int) -> list[Any]:
+        """The messages gathered for one partition of ``stage`` (in :attr:`ops`)."""
+        lists = self._lists.get(stage)
+        if lists is None:
+            lists = self._lists[stage] = [None] * self.partitions
+        ops = lists[partition]
         if ops is None:
-            self.ops[target] = [op]
-        else:
-            ops.append(op)
+            ops = self.ops.get((stage, partition))
+            if ops is None:
+                ops = self.ops[(stage, partition)] = []
+            lists[partition] = ops
+        return ops
 
     def rewind(self, side: str, partition: int, offset: int) -> None:
         """A :class:`~pipeline.core.events.Rewind` to every event-stage partition (each
         holds positions of every input partition), ahead of any record read after it."""
         op = Rewind(side, partition, offset)
         for p in range(self.partitions):
-            self.ops.setdefault(("event", p), []).append(op)
+            self._list("event", p).append(op)
 
     def forget_rewinds(self, sources: set[tuple[str, int]]) -> None:
         """Drop the unsent rewinds of these input partitions (``(side, partition)``):
@@ -70,6 +81,7 @@ class KafkaRouter:
         after its records would make them count again."""
         for key, ops in self.ops.items():
             self.ops[key] = [op for op in ops if type(op) is not Rewind or (op.side, op.partition) not in sources]
+        self._lists = {}  # they name the lists replaced
 
     # -- the Router protocol of the core stages
     def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
@@ -97,7 +109,7 @@ class KafkaRouter:
         for (stage, partition), ops in self.ops.items():
             for value, part in _encode(t, ops):
                 out.append(Outgoing(stage, partition, value, t, part))
-        self.ops = {}
+        self.ops, self._lists = {}, {}
         return out
 
     def broadcast(self, t: int, stages: tuple[str, ...]) -> list[Outgoing]:
