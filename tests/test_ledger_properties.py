@@ -14,6 +14,7 @@ import math
 import random
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,7 +223,7 @@ def test_sample_subsets_in_two_orders_agree(seed: int, keep: float):
 @given(st.data())
 def test_deferred_evaluation_gives_the_eager_statuses_and_audit(data):
     """The offline audit's deferred mode (assess each incident once, at the end)
-    decides exactly what the stream layer's eager mode decides."""
+    decides exactly what the eager mode decides."""
     messages = data.draw(event_sets())
     order = data.draw(st.permutations(messages))
     eager = run(order)
@@ -233,22 +234,36 @@ def test_deferred_evaluation_gives_the_eager_statuses_and_audit(data):
     assert statuses(deferred) == statuses(eager)
 
 
+@pytest.mark.parametrize("outputs", [False, True], ids=["offline", "worker"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
-def test_deferred_settles_anywhere_give_the_eager_statuses_and_audit(data):
-    """Settles at any points of the input (each packs the quiet incidents; a
-    later input unpacks one) change nothing the deferred mode decides."""
+def test_deferred_settles_anywhere_give_the_eager_statuses_and_audit(outputs, data):
+    """Settles at any points of the input (offline, each packs the quiet
+    incidents and a later input unpacks one; a worker settles at the end of
+    each stage record, with outputs) change nothing the deferred mode
+    decides. With outputs, each alert is decided once, and they agree with
+    the final state: every incident overdue or at risk had that alert, a
+    ``resolved`` follows an ``overdue``."""
     messages = data.draw(event_sets())
     order = data.draw(st.permutations(messages))
     settle_after = data.draw(st.lists(st.booleans(), min_size=len(order), max_size=len(order)))
     eager = run(order)
-    deferred = Monitor(deferred=True)
+    deferred = Monitor(deferred=True, outputs=outputs, keep_alerts=outputs)
     for (topic, payload), settle in zip(order, settle_after):
         deferred.feed(topic, payload, NOW)
         if settle:
             deferred.settle()
     assert deferred.audit() == eager.audit()
     assert statuses(deferred) == statuses(eager)
+    if not outputs:
+        assert not deferred.alerts
+        return
+    ids = [a.alert_id for a in deferred.alerts]
+    assert len(ids) == len(set(ids))
+    for incident_id, key in statuses(deferred).items():
+        if key is not None and key.status in ("overdue", "at_risk"):
+            assert f"{incident_id}:{key.status}" in ids
+    assert all(f"{i.rsplit(':', 1)[0]}:overdue" in ids for i in ids if i.endswith(":resolved"))
 
 
 def test_deferred_evaluation_with_eviction_matches_eager_on_the_sample():

@@ -67,6 +67,14 @@ def test_any_interleaving_gives_the_offline_audit(seed, chunk, partitions):
     assert len(h.deadletters) == audit["events"]["incidents"]["invalid"] + audit["events"]["crimes"]["invalid"]
     ids = [a.alert_id for a in h.alerts]
     assert len(ids) == len(set(ids))
+    # the alerts agree with the final state (the incident stage decides at the end of each
+    # stage record): every incident overdue or at risk now had that alert, a resolved
+    # follows an overdue; the checks of the broker fault tests
+    open_now = [(incident_id, state.status) for (stage, _p), part in h.parts.items() if stage == "incident"
+                for incident_id, state in part.incidents.ledger.incidents.items()
+                if state.status in ("overdue", "at_risk")]
+    assert open_now and all(f"{incident_id}:{status}" in ids for incident_id, status in open_now)
+    assert all(f"{i.rsplit(':', 1)[0]}:overdue" in ids for i in ids if i.endswith(":resolved"))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

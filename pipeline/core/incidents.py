@@ -13,12 +13,16 @@ Responsibilities:
 - evict incidents ``state_retention`` after their last activity and deadline;
   their contribution stays counted.
 
-Two modes, same rules. *Eager* (the workers) evaluates an incident on every
-change, because alerts must go out as soon as they are true. *Deferred* (the
-offline audit) records inputs and evaluates the changed incidents only when
-:meth:`IncidentLedger.settle` is called: a status depends only on the events,
-the crimes and the watermark, never on the path taken (property-tested).
-Deferred, it also holds a quiet incident's events packed
+When it evaluates, same rules either way. *Eager* evaluates an incident on
+every change (the reference the property tests compare with). *Deferred* records inputs and evaluates the changed incidents
+only when :meth:`IncidentLedger.settle` is called: a status depends only on
+the events, the crimes and the watermark, never on the path taken
+(property-tested). The workers defer to the end of each stage record (an
+incident's several messages in one record are evaluated once; alerts go out
+after the batch anyway); the offline audit to the end of a read batch.
+What it puts out is a second choice, ``outputs``: a worker's ledger keeps
+what the board, the alerts and the metrics need; the offline audit's keeps
+none of it, and holds a quiet incident's events packed
 (:mod:`~pipeline.core.packed`) until an input touches it again.
 It never reads a clock, a topic or a file.
 """
@@ -60,15 +64,20 @@ class IncidentChanges:
 class IncidentLedger:
     """Per-incident state, watermark, deadline index and tally (see the module doc)."""
 
-    def __init__(self, params: Params, vocabulary: Vocabulary, deferred: bool = False) -> None:
+    def __init__(self, params: Params, vocabulary: Vocabulary, deferred: bool = False,
+                 outputs: bool | None = None) -> None:
+        """``outputs`` (default: not ``deferred``): decide alerts, keep the board's
+        ``required_since``, count moves and touched states; without them (the
+        offline audit), pack quiet incidents and keep coarse timers."""
         self.params = params
         self.crime_categories = frozenset(vocabulary.crime_categories)
         self.deferred = deferred
+        self.outputs = outputs = (not deferred) if outputs is None else outputs
         self.tally = IncidentTally(vocabulary.districts)
         self.incidents: dict[str, IncidentState] = {}
         self.max_time: int | None = None
         self.changes = IncidentChanges()
-        self._timers = Timers(coarse=deferred)  # the deferred ledger asks only at a settle
+        self._timers = Timers(coarse=not outputs)  # the offline ledger asks only at a settle, for no alert
         self._dirty: dict[str, IncidentState] = {}  # deferred mode: changed since the last settle
         self._w: int | None = None            # the watermark, kept with max_time (read per event)
         self._retained_after = _NEVER          # deferred mode: an incident idle up to here may be evicted
@@ -260,7 +269,7 @@ class IncidentLedger:
         w = self._w
         p = self.params
         a = self.assess(st)
-        if not self.deferred:  # the board reads it; the offline audit has no board
+        if self.outputs:  # the board reads it; the offline audit has no board
             st.required_since = None if a is None else a.required_since
         status: str | None  # None: nothing of the incident is seen (a link alone)
         seen: str | None = None  # the status of a seen incident (a is not None)
@@ -272,11 +281,11 @@ class IncidentLedger:
         if a is not None and a.deadline is not None:
             evict_at = max(evict_at, a.deadline + p.state_retention)
         # offline, nobody counts the moves (no metrics)
-        self.tally.move(st, status, a, None if self.deferred else self.changes.moves)
+        self.tally.move(st, status, a, self.changes.moves if self.outputs else None)
         if w is not None and evict_at <= w:
             self._evict(incident_id, st)
             return
-        if not self.deferred:
+        if self.outputs:
             self.changes.touched.add(incident_id)
             if a is not None and seen is not None:
                 kind = alert_kind(seen, a.exempt_reason, st.alerts)
@@ -285,7 +294,7 @@ class IncidentLedger:
         due = next_change(a, seen, p) if a is not None and seen is not None else None
         st.evicts = evicts = due is None or due > evict_at
         events = st.events  # a list: assess unpacked them
-        if evicts and self.deferred and events and not isinstance(events, bytes):  # quiet until evicted: see packed
+        if evicts and not self.outputs and events and not isinstance(events, bytes):  # quiet until evicted: see packed
             st.events, st.opening = pack(events), None
         timer = due if due is not None and not evicts else evict_at
         if timer != st.timer:
@@ -299,7 +308,7 @@ class IncidentLedger:
         """Forget the incident; what it contributed stays counted."""
         self.tally.evict(st)
         del self.incidents[incident_id]
-        if not self.deferred:
+        if self.outputs:
             self.changes.evicted.add(incident_id)
             self.changes.touched.discard(incident_id)
 

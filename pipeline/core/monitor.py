@@ -86,13 +86,15 @@ class Monitor:
 
     ``deferred``: the offline audit's speed mode. Incidents are evaluated when
     the audit is asked for (and every twelfth of ``state_retention`` of event
-    time, for eviction) instead of after every event; alerts are then not decided.
+    time, for eviction) instead of after every event; alerts are then not
+    decided, unless ``outputs`` (the incident ledger's modes: a worker's
+    incident stage defers with outputs, to the end of each stage record).
     """
 
     def __init__(self, config: CoreConfig | None = None, keep_alerts: bool = False,
-                 deferred: bool = False) -> None:
-        if deferred and keep_alerts:
-            raise ValueError("a deferred monitor decides no alerts")
+                 deferred: bool = False, outputs: bool | None = None) -> None:
+        if deferred and keep_alerts and not outputs:
+            raise ValueError("a deferred monitor decides no alerts (unless it has outputs)")
         self.config = config = config or CoreConfig()
         self.validator = Validator(config.vocabulary, config.limits)
         self.eager = not deferred
@@ -103,7 +105,7 @@ class Monitor:
         self.processing_errors: list[tuple[str, str]] = []  # (event_id, detail)
         self._router = router = _DirectRouter(self)
         self.events = EventStage(config, router, persist=False)
-        self.incident = IncidentStage(config, router, deferred=deferred)
+        self.incident = IncidentStage(config, router, deferred=deferred, outputs=outputs)
         self.crime = CrimeStage(config, router, persist=False)
         self._settled_at: int | None = None
         self._settle_every = config.params.state_retention // 12

@@ -127,8 +127,10 @@ class EventStage:
 class IncidentStage:
     """The incident ledger of one partition, and what it sends (contract §3, §4)."""
 
-    def __init__(self, config: CoreConfig, router: Router, deferred: bool = False) -> None:
-        self.ledger = IncidentLedger(config.params, config.vocabulary, deferred=deferred)
+    def __init__(self, config: CoreConfig, router: Router, deferred: bool = False,
+                 outputs: bool | None = None) -> None:
+        """``deferred``, ``outputs``: the ledger's modes (:class:`~pipeline.core.incidents.IncidentLedger`)."""
+        self.ledger = IncidentLedger(config.params, config.vocabulary, deferred=deferred, outputs=outputs)
         self.router = router
         self.recounted = 0  # stale first copies the ledger already had: duplicates after all
 
@@ -141,6 +143,10 @@ class IncidentStage:
 
     def observe(self, t: int | None) -> None:
         self.ledger.observe(t)
+
+    def settle(self) -> None:
+        """A deferred ledger evaluates what changed (an eager one has nothing waiting)."""
+        self.ledger.settle()
 
     def flush(self) -> IncidentChanges | None:
         """Send what the ledger decided (alerts, notices); return the changes for the shell."""

@@ -96,6 +96,10 @@ class StagePartition:
         # applies under the watermark of what was read before it, so an
         # incident's own late event keeps it alive instead of finding it evicted.
         self.stage.observe(t)
+        self.settle()
+
+    def settle(self) -> None:
+        """After each record: a stage that defers its decisions makes them (see IncidentPartition)."""
 
     def skip_to(self, offset: int) -> None:
         """The records before ``offset`` are gone from the log (retention removed
@@ -168,7 +172,9 @@ class IncidentPartition(StagePartition):
     stage_name = "incident"
 
     def __init__(self, partition: int, config: CoreConfig, router: KafkaRouter) -> None:
-        self.incidents = incidents = IncidentStage(config, router)  # self.stage, typed
+        # Deferred to the end of each record: an incident's several messages in one
+        # record are evaluated once (a quarter of the evaluations on the benchmark).
+        self.incidents = incidents = IncidentStage(config, router, deferred=True, outputs=True)  # self.stage, typed
         super().__init__(partition, incidents)
         self.changes: IncidentChanges | None = None  # the last collect's, for metrics and views
 
@@ -183,6 +189,9 @@ class IncidentPartition(StagePartition):
             stage.event(op.event, True)
         else:
             raise TypeError(f"the incident stage takes no {t.__name__}")
+
+    def settle(self) -> None:
+        self.incidents.settle()
 
     def collect(self) -> list[Change]:
         ch = self.changes = self.incidents.flush()
