@@ -48,7 +48,7 @@ from ..core.validation import Validator
 from ..kafka.client import reveal
 from ..kafka.topics import STAGES, TopicPlan
 from .codec import alert_record
-from .deadletters import deadletter_record
+from .failures import ProcessingErrors
 from .faults import FaultPlan
 from .handover import Handover
 from .intake import Intake
@@ -89,6 +89,7 @@ class Runner:
         self.router = KafkaRouter(settings.partitions)
         self.loopback = Loopback()  # stage records sent to partitions owned here, applied from memory
         self.intake = Intake(self.config.topics, Validator(self.config.vocabulary, self.config.limits), self.router)
+        self.errors = ProcessingErrors(metrics, self.router, self.config.topics)  # a message that raised: skipped
         self.store = ChangelogStore(outbox, client_options, f"{settings.app_id}-{worker_id}")
         self.owned: dict[tuple[str, int], StagePartition] = {}
         self.lock = asyncio.Lock()
@@ -161,13 +162,13 @@ class Runner:
         commits = {}
         before = {key: p.counts_now() for key, p in owned.items() if key[0] == "event"}
         loopback, ops_topic = self.loopback, plan.ops
-        loopback.deliver(owned, ops_topic, self._stage_error)
+        loopback.deliver(owned, ops_topic, self.errors.stage)
         for tp, records in batch.items():
             if not records:
                 continue
             topic = tp.topic
             if topic in inputs:
-                self.intake.handle(topic, records, self._intake_error)
+                self.intake.handle(topic, records, self.errors.intake)
                 await asyncio.sleep(0)  # let heartbeats and HTTP in between large slices of work
                 self.feeds[(topic, tp.partition)] = now
                 self.metrics.last_received.labels(topic).set(now)
@@ -179,12 +180,12 @@ class Runner:
                     continue
                 process = part.process
                 for i, record in enumerate(records):
-                    if not process(record, self._stage_error):
+                    if not process(record, self.errors.stage):
                         await self._gap(tp, part, record.offset)
                         break
                     if i & 7 == 7:  # a stage record can hold thousands of messages
                         await asyncio.sleep(0)
-                loopback.deliver(owned, ops_topic, self._stage_error, (part.stage_name, tp.partition))
+                loopback.deliver(owned, ops_topic, self.errors.stage, (part.stage_name, tp.partition))
                 commits[tp] = part.next_offset  # never past what is applied
             self.consumed[topic] += len(records)
         dirty = [p for p in owned.values() if p.dirty]
@@ -372,29 +373,3 @@ class Runner:
             sent = await self.outbox.send(self.plan.ops(out.stage), out.value, partition=out.partition)
             if (out.stage, out.partition) in self.owned:
                 self.loopback.keep(sent, out)
-
-    # ------------------------------------------------------------------ failures
-    def _intake_error(self, topic, partition, offset, key, value, exc) -> None:
-        """An input record whose handling raised: counted invalid and dead-lettered, once."""
-        self._log_error("intake", topic, partition, offset, exc)
-        from ..core.events import Invalid
-        side = self.config.topics.side_of(topic)
-        dl_key, record = deadletter_record(topic, partition, offset, key, value, "processing_error",
-                                           f"{type(exc).__name__}: {exc}", time.time_ns() // 1000)
-        self.router.add("event", Invalid(side, partition, offset, "processing_error", dl_key, record))
-
-    def _stage_error(self, stage: str, record, op, exc: BaseException) -> None:
-        """A stage message whose processing raised: dead-lettered, skipped; the rest goes on."""
-        self._log_error(stage, record.topic, record.partition, record.offset, exc)
-        import msgspec
-        payload = msgspec.json.encode(op) if op is not None else (record.value or b"")[:65536]
-        key, value = deadletter_record(record.topic, record.partition, record.offset, record.key, payload,
-                                       "processing_error", f"{stage} stage: {type(exc).__name__}: {exc}",
-                                       time.time_ns() // 1000)
-        self.router.deadletter(key, value)
-
-    def _log_error(self, stage: str, topic: str, partition: int, offset: int, exc: BaseException) -> None:
-        self.metrics.processing_errors.labels(stage).inc()
-        # The exception's text may hold incident data: it goes to the dead letter, not to the log.
-        logger.error("processing error in the %s stage at %s[%d]@%d: %s (dead-lettered with the detail, skipped)",
-                     stage, topic, partition, offset, type(exc).__name__)
