@@ -796,8 +796,7 @@ def test_every_stage_message_goes_to_the_partition_its_routing_key_names():
 
 
 def test_messages_gathered_after_rewinds_were_forgotten_are_sent_with_the_rest_in_order():
-    """The router keeps its per-partition lists twice (by (stage, partition)
-    and by stage, then partition); forgetting rewinds replaces lists, and a
+    """Forgetting rewinds replaces a partition's list of gathered messages; a
     message added after that must still be sent, after the ones before it."""
     from pipeline.core.events import Notice, Rewind
     from pipeline.core.routing import partition_for

@@ -40,9 +40,8 @@ class KafkaRouter:
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
-        self.ops: dict[tuple[str, int], list[Any]] = {}
-        # The same lists by stage, then partition: a message is added without
-        # making and hashing a (stage, partition) tuple (see _list).
+        # The messages gathered, by stage, then partition: a message is added
+        # without making and hashing a (stage, partition) tuple.
         self._lists: dict[str, list[list[Any] | None]] = {}
         self.alerts: list[Alert] = []
         self.deadletters: list[tuple[bytes | None, bytes]] = []
@@ -56,17 +55,20 @@ class KafkaRouter:
         self._list(stage, partition_for(key, self.partitions)).append(op)
 
     def _list(self, stage: str, partition: int) -> list[Any]:
-        """The messages gathered for one partition of ``stage`` (in :attr:`ops`)."""
+        """The messages gathered for one partition of ``stage``."""
         lists = self._lists.get(stage)
         if lists is None:
             lists = self._lists[stage] = [None] * self.partitions
         ops = lists[partition]
         if ops is None:
-            ops = self.ops.get((stage, partition))
-            if ops is None:
-                ops = self.ops[(stage, partition)] = []
-            lists[partition] = ops
+            ops = lists[partition] = []
         return ops
+
+    @property
+    def ops(self) -> dict[tuple[str, int], list[Any]]:
+        """The messages gathered so far, by ``(stage, partition)`` (for reading)."""
+        return {(stage, p): ops for stage, lists in self._lists.items()
+                for p, ops in enumerate(lists) if ops is not None}
 
     def rewind(self, side: str, partition: int, offset: int) -> None:
         """A :class:`~pipeline.core.events.Rewind` to every event-stage partition (each
@@ -79,9 +81,10 @@ class KafkaRouter:
         """Drop the unsent rewinds of these input partitions (``(side, partition)``):
         they went to another worker, which positions them itself; a rewind sent
         after its records would make them count again."""
-        for key, ops in self.ops.items():
-            self.ops[key] = [op for op in ops if type(op) is not Rewind or (op.side, op.partition) not in sources]
-        self._lists = {}  # they name the lists replaced
+        for lists in self._lists.values():
+            for p, ops in enumerate(lists):
+                if ops is not None:
+                    lists[p] = [op for op in ops if type(op) is not Rewind or (op.side, op.partition) not in sources]
 
     # -- the Router protocol of the core stages
     def incident_event(self, ev: IncidentEvent, stale: bool) -> None:
@@ -109,7 +112,7 @@ class KafkaRouter:
         for (stage, partition), ops in self.ops.items():
             for value, part in _encode(t, ops):
                 out.append(Outgoing(stage, partition, value, t, part))
-        self.ops, self._lists = {}, {}
+        self._lists = {}
         return out
 
     def broadcast(self, t: int, stages: tuple[str, ...]) -> list[Outgoing]:
