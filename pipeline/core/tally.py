@@ -67,7 +67,8 @@ class Moves:
     Counted here, in the compiled core, as the ledger decides them: a batch
     moves thousands of incidents between a few hundred pairs of interned
     keys, and the metrics turn each pair into samples once. (A record per
-    move, counted in the shell, was 7% of a worker's batch.) ``delays`` holds
+    move, counted in the shell with a lock per counter update, took about 7%
+    of a batch's time.) ``delays`` holds
     ``(pair, category, seconds)`` for each move that came with a recording
     delay; the metrics observe it when the pair made the incident recorded."""
 
