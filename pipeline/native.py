@@ -37,7 +37,7 @@ COMPILED = tuple(f"pipeline.{name}" for name in (
     "core.monitor", "core.packed", "core.routing", "core.rules", "core.stages", "core.tally", "core.timers",
     "core.times", "core.validation", "core.vocabulary",
     "capture.reading", "capture.validated", "capture.writing",
-    "stream.idlog", "stream.intake", "stream.partitions", "stream.transport",
+    "stream.fetched", "stream.idlog", "stream.intake", "stream.partitions", "stream.transport",
 ))
 
 _ROOT = Path(__file__).resolve().parent.parent  # where the ``pipeline`` directory is

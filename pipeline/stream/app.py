@@ -35,6 +35,7 @@ from ..core.times import US, format_time, watermark
 from ..core.vocabulary import CRIMES, HARM_FLAGS, HIGH_HARM_CATEGORIES, INCIDENTS, LABELS
 from ..kafka.client import aiokafka_options, describe
 from ..kafka.topics import STAGES, TopicPlan
+from . import fetch
 from .board import BOARD_STATUSES
 from .metrics import Metrics, StateCollector
 from .outbox import Outbox
@@ -66,6 +67,7 @@ class Worker:
         self.zone = s.zone
         self.started_at = time.time()
         options = aiokafka_options(s)
+        fetch.install()  # every consumer of the process takes a fetch as a list (stream/fetch.py)
         self.metrics = Metrics()
         self.metrics.registry.register(StateCollector(self._owned_state))
         for topic in self.plan.inputs:  # a feed that never delivers must still look silent
