@@ -14,7 +14,7 @@ NATIVE_SOURCES := $(wildcard pipeline/core/*.py pipeline/capture/*.py pipeline/s
 # The compiled modules' own tests, run once more on the source (CDIWATCH_PURE=1) after the compiled run.
 CORE_TESTS := tests/test_rules.py tests/test_ledger_properties.py tests/test_timers.py tests/test_eventids.py \
               tests/test_validation.py tests/test_layering.py tests/test_native.py tests/test_idlog.py \
-              tests/test_stream_stages.py
+              tests/test_stream_stages.py tests/test_fetch.py
 
 .PHONY: demo test bench schemas setup native system-deps clean
 
