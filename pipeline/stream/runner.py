@@ -57,7 +57,7 @@ from .metrics import Metrics
 from .outbox import Outbox
 from .partitions import StagePartition
 from .store import ChangelogStore
-from .transport import KafkaRouter
+from .transport import KafkaRouter, Outgoing
 from .views import ViewPublisher
 
 __all__ = ["Runner"]
@@ -319,11 +319,9 @@ class Runner:
                 m.observe_cancellations(ch.cancellations)
 
     async def _send_outputs(self) -> None:
-        plan, outbox, router, owned, keep = self.plan, self.outbox, self.router, self.owned, self.loopback.keep
+        plan, outbox, router = self.plan, self.outbox, self.router
         for out in router.drain(self.max_time):
-            sent = await outbox.send(plan.ops(out.stage), out.value, partition=out.partition)
-            if (out.stage, out.partition) in owned:
-                keep(sent, out)
+            await self._send_stage_record(out)
         alerts, router.alerts = router.alerts, []
         if alerts:
             await outbox.send_keyed(plan.alerts, [(a.incident_id.encode("utf-8"), alert_record(a)) for a in alerts])
@@ -370,6 +368,11 @@ class Runner:
             return
         self._broadcast_t = self.max_time
         for out in self.router.broadcast(self.max_time, STAGES):
-            sent = await self.outbox.send(self.plan.ops(out.stage), out.value, partition=out.partition)
-            if (out.stage, out.partition) in self.owned:
-                self.loopback.keep(sent, out)
+            await self._send_stage_record(out)
+
+    async def _send_stage_record(self, out: Outgoing) -> None:
+        """Send one stage record; one for a partition this worker owns is also
+        kept, to be applied from memory once acknowledged (stream/loopback.py)."""
+        sent = await self.outbox.send(self.plan.ops(out.stage), out.value, partition=out.partition)
+        if (out.stage, out.partition) in self.owned:
+            self.loopback.keep(sent, out)
