@@ -33,7 +33,10 @@ multi-record batches). Compaction keeps what recovery needs: fences have
 unique keys, checkpoints one key per epoch (the last of each epoch stays),
 and a record is not compacted within an hour of being written
 (``min.compaction.lag.ms``), long before its owner's successor has rewritten
-whatever a dead batch had touched.
+whatever a dead batch had touched, as long as a successor takes over within
+that hour (docs/architecture.md names the two cases where compaction can
+still remove a committed state record: a zombie's late write, and no owner
+for over an hour after a crash mid-transaction).
 """
 
 from __future__ import annotations
