@@ -33,7 +33,7 @@ __all__ = ["COMPILED", "MANIFEST", "Build", "pure_requested", "source_digest", "
 
 #: The modules mypyc compiles: the per-message path of the workers and of the offline audit.
 COMPILED = tuple(f"pipeline.{name}" for name in (
-    "core.config", "core.crimes", "core.eventids", "core.explain", "core.incident", "core.incidents",
+    "core.config", "core.crimes", "core.eventids", "core.explain", "core.incident", "core.incidents", "core.keys",
     "core.monitor", "core.packed", "core.routing", "core.rules", "core.stages", "core.tally", "core.timers",
     "core.times", "core.validation", "core.vocabulary",
     "capture.reading", "capture.validated", "capture.writing",

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter as PCounter, Histogram, generate_latest
 
-from pipeline.core.tally import Contribution, Moves
+from pipeline.core.keys import Contribution
+from pipeline.core.tally import Moves
 from pipeline.stream.metrics import DELAY_BUCKETS, CounterFamily, DelayHistogram, Metrics, StateCollector
 
 

@@ -58,7 +58,7 @@ def test_parts_are_decoded_when_asked_for_and_a_malformed_record_keeps_the_last_
     from collections import Counter
 
     from pipeline.core.audit import AuditParts
-    from pipeline.core.tally import Contribution
+    from pipeline.core.keys import Contribution
 
     view = ClusterView("v", 6, {}, "r", None)
     publisher = ViewPublisher("v", 6, None)

@@ -19,7 +19,7 @@ from typing import Annotated, Callable, Hashable, Iterable, Optional
 import msgspec
 
 from .rules import Rate, is_downgrade, wilson_interval
-from .tally import Contribution, CrimeKey, DayKey
+from .keys import Contribution, CrimeKey, DayKey
 from .times import format_time, watermark
 from .vocabulary import (
     AT_RISK, AUDIT_SCHEMA, EXEMPT, LATE, NOT_REQUIRED, ON_TIME, OVERDUE, PENDING, SIDES, UNOPENED,

@@ -20,7 +20,8 @@ from typing import Final
 
 from .config import Params
 from .events import CrimeEvent, Link, Notice
-from .tally import CrimeKey, Counts, shift
+from .keys import CrimeKey
+from .tally import Counts, shift
 from .timers import Timers
 from .times import watermark
 from .vocabulary import MAX_EVENTS_PER_CRIME, MAX_LINKS_PER_CRIME, StateLimit

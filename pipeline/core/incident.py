@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 from .events import IncidentEvent
-from .tally import Contribution, DayKey
+from .keys import Contribution, DayKey
 
 __all__ = ["IncidentState", "BoardEntry", "opening_of", "NO_CRIMES"]
 

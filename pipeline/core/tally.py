@@ -1,11 +1,12 @@
 """Incremental counts the ledgers keep, so an audit never walks every incident.
 
-Each seen incident *contributes* one :class:`Contribution` (its status and the
-labels it is counted under), one :class:`DayKey` (its status on the UTC day it
+Each seen incident *contributes* one ``Contribution`` (its status and the
+labels it is counted under), one ``DayKey`` (its status on the UTC day it
 became required: the registrar's daily chart) and, once recorded, one
 recording-delay bucket. When an incident's status changes its contribution
 moves from the old key to the new one; when it is evicted its contribution
-stays counted. Each crime contributes one :class:`CrimeKey`.
+stays counted. Each crime contributes one ``CrimeKey``. The keys are defined
+in :mod:`pipeline.core.keys`.
 
 Districts outside the configured list are counted under ``None`` here: the
 tally stays bounded whatever free text a feed sends; the metrics module
@@ -15,49 +16,23 @@ chooses to call them ``other`` (contract §2: "kept as sent everywhere else").
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr
 
+from .keys import Contribution, DayKey
 from .rules import Assessment
 from .times import US, HOUR, day_of
 from .vocabulary import EXEMPT, RECORDED_STATUSES, UNOPENED
 
-if TYPE_CHECKING:  # incident imports this module; typed, compiled code reads a state's fields natively
+if TYPE_CHECKING:  # typed, so that compiled code reads a state's fields natively (incident does not import this module)
     from .incident import IncidentState
 
-__all__ = ["Contribution", "DayKey", "CrimeKey", "Moves", "IncidentTally", "Counts", "DELAY_EDGES_H",
-           "delay_bucket", "shift"]
+__all__ = ["Moves", "IncidentTally", "Counts", "DELAY_EDGES_H", "delay_bucket", "shift"]
 
 #: Upper edges (hours) of the recording-delay buckets; the last bucket is open.
 DELAY_EDGES_H: Final = (1, 2, 4, 8, 12, 18, 24, 36, 48, 72, 168)
 _DELAY_EDGES: Final = tuple(h * HOUR for h in DELAY_EDGES_H)
-
-
-class Contribution(NamedTuple):
-    """What one incident adds to the audit: status and labels (§4)."""
-
-    status: str
-    category: str | None
-    district: str | None  # a configured district, or None for any other
-    channel: str | None
-    reason: str | None    # exemption reason, for exempt incidents
-
-
-class DayKey(NamedTuple):
-    """A required incident's status, on the UTC day (days since 1970) it became required."""
-
-    day: int
-    status: str
-
-
-class CrimeKey(NamedTuple):
-    """What one crime adds to ``crimes`` in audit.v1."""
-
-    recorded: bool
-    without_incident: bool
-    cancelled: bool
-    cancelled_without_reason: bool
 
 
 class Moves:

@@ -28,7 +28,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ..core.audit import fold
-from ..core.tally import Contribution, Moves
+from ..core.keys import Contribution
+from ..core.tally import Moves
 from ..core.vocabulary import EXEMPT, LATE, OVERDUE, RECORDED_STATUSES, REQUIRED_STATUSES
 
 __all__ = ["Metrics", "StateCollector", "CounterFamily", "DelayHistogram", "district_label", "OTHER_DISTRICT"]
